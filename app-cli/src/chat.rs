@@ -1,0 +1,258 @@
+//! `nexus chat`: interactive chat with streaming output, or one reply with `--message`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Args;
+use nexus_app::native::{self, NativeConfig};
+use nexus_app::{CancelToken, Companion, Conversation, Flow, Nexus, Role};
+use serde::Serialize;
+
+use crate::error::CliError;
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The companion to talk to (default: the last one you used).
+    #[arg(long, short)]
+    companion: Option<String>,
+    /// Send one message, print the reply and exit.
+    #[arg(long, short)]
+    message: Option<String>,
+    /// With --message: print one JSON object instead of text.
+    #[arg(long, requires = "message")]
+    json: bool,
+    /// Start a new conversation instead of continuing the last one.
+    #[arg(long)]
+    new: bool,
+    /// Longest reply, in tokens.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature (0: always the most likely word).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Seed for reproducible replies.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct JsonReply<'a> {
+    reply: &'a str,
+    tokens: usize,
+    ms_to_first_token: f64,
+    tokens_per_s: f64,
+    companion: &'a str,
+    conversation_id: String,
+    finish: &'a nexus_inference::FinishReason,
+    prompt_tokens: usize,
+    model_load_ms: f64,
+}
+
+fn load(config: &NativeConfig, args: &ChatArgs) -> Result<(Nexus, f64), CliError> {
+    let mut app = native::open(config)?;
+    let mut settings = app.chat_settings().clone();
+    settings.max_reply_tokens = args.max_tokens.max(1);
+    if let Some(t) = args.temperature {
+        if !(0.0..=5.0).contains(&t) {
+            return Err(CliError::Usage(format!(
+                "--temperature must be between 0 and 5, not {t}"
+            )));
+        }
+        settings.sampling.temperature = t;
+    }
+    settings.sampling.seed = args.seed;
+    app.set_chat_settings(settings);
+    let t = Instant::now();
+    app.set_language_model(Box::new(native::load_chat_model(config)?));
+    Ok((app, t.elapsed().as_secs_f64() * 1e3))
+}
+
+pub fn run(config: &NativeConfig, args: ChatArgs, started: Instant) -> Result<(), CliError> {
+    if let Some(text) = args.message.as_deref() {
+        if text.trim().is_empty() {
+            return Err(CliError::Usage("--message is empty".into()));
+        }
+        return one_shot(config, &args, text, started);
+    }
+    interactive(config, &args)
+}
+
+fn pick(app: &Nexus, name: Option<&str>, new: bool) -> Result<(Companion, Conversation), CliError> {
+    let companion = app.companion_or_default(name)?;
+    app.set_active_companion(&companion)?;
+    let conversation = if new {
+        app.new_conversation(&companion)?
+    } else {
+        app.current_conversation(&companion)?
+    };
+    Ok((companion, conversation))
+}
+
+fn one_shot(
+    config: &NativeConfig,
+    args: &ChatArgs,
+    text: &str,
+    started: Instant,
+) -> Result<(), CliError> {
+    let (mut app, model_load_ms) = load(config, args)?;
+    let (companion, conversation) = pick(&app, args.companion.as_deref(), args.new)?;
+    let mut out = std::io::stdout().lock();
+    let mut first_at: Option<Instant> = None;
+    let json = args.json;
+    let reply = app.send(conversation.id, text, None, &mut |piece| {
+        first_at.get_or_insert_with(Instant::now);
+        if !json {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        }
+        Flow::Continue
+    })?;
+    let g = &reply.generation;
+    if json {
+        let body = JsonReply {
+            reply: reply.reply_message.as_ref().map_or("", |m| m.text.as_str()),
+            tokens: g.tokens,
+            // From the start of the command: what a script calling `nexus` waits for.
+            ms_to_first_token: first_at
+                .map_or(0.0, |t| t.duration_since(started).as_secs_f64() * 1e3),
+            tokens_per_s: g.tokens_per_s,
+            companion: &companion.name,
+            conversation_id: conversation.id.to_string(),
+            finish: &g.finish,
+            prompt_tokens: g.prompt_tokens,
+            model_load_ms,
+        };
+        serde_json::to_writer(&mut out, &body).map_err(std::io::Error::other)?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+const HELP: &str = "\
+Commands:
+  /help              this help
+  /companion NAME    talk to another companion
+  /companions        list your companions
+  /new               start a new conversation
+  /history           show this conversation
+  /quit              leave (Ctrl-D works too)
+While the companion is answering, Ctrl-C stops the answer.";
+
+fn print_history(
+    app: &Nexus,
+    companion: &Companion,
+    conversation: &Conversation,
+    limit: usize,
+) -> Result<(), CliError> {
+    for m in app.messages(conversation.id, Some(limit))? {
+        let who = match m.role {
+            Role::User => "you",
+            Role::Assistant => companion.name.as_str(),
+            Role::System => "system",
+        };
+        println!("{who}> {}", m.text);
+    }
+    Ok(())
+}
+
+fn interactive(config: &NativeConfig, args: &ChatArgs) -> Result<(), CliError> {
+    let tty = std::io::stdin().is_terminal();
+    let (mut app, _) = load(config, args)?;
+    let (mut companion, mut conversation) = pick(&app, args.companion.as_deref(), args.new)?;
+
+    // Ctrl-C cancels the answer in progress; at the prompt it leaves.
+    let current: Arc<Mutex<Option<CancelToken>>> = Arc::new(Mutex::new(None));
+    {
+        let current = Arc::clone(&current);
+        let _ = ctrlc::set_handler(move || match current.lock().ok().and_then(|c| c.clone()) {
+            Some(token) => token.cancel(),
+            None => {
+                eprintln!();
+                std::process::exit(130);
+            }
+        });
+    }
+
+    println!("Chatting with {}. Type /help for commands.", companion.name);
+    print_history(&app, &companion, &conversation, 6)?;
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if tty {
+            print!("you> ");
+            std::io::stdout().flush()?;
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let input = line.trim();
+        if input.is_empty() {
+            continue;
+        }
+        if let Some(cmd) = input.strip_prefix('/') {
+            let (name, arg) = cmd
+                .split_once(char::is_whitespace)
+                .map_or((cmd, ""), |(a, b)| (a, b.trim()));
+            match name {
+                "quit" | "exit" | "q" => break,
+                "help" | "h" | "?" => println!("{HELP}"),
+                "new" => {
+                    conversation = app.new_conversation(&companion)?;
+                    println!("(new conversation)");
+                    print_history(&app, &companion, &conversation, 1)?;
+                }
+                "history" => print_history(&app, &companion, &conversation, 50)?,
+                "companions" => {
+                    for c in app.companions()? {
+                        println!(
+                            "{}{}",
+                            c.name,
+                            if c.id == companion.id {
+                                " (current)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                "companion" if arg.is_empty() => println!("usage: /companion NAME"),
+                "companion" => match pick(&app, Some(arg), false) {
+                    Ok((c, conv)) => {
+                        companion = c;
+                        conversation = conv;
+                        println!("Now chatting with {}.", companion.name);
+                        print_history(&app, &companion, &conversation, 4)?;
+                    }
+                    Err(e) => println!("{e}"),
+                },
+                other => println!("unknown command /{other}; /help lists the commands"),
+            }
+            continue;
+        }
+
+        let token = CancelToken::new();
+        if let Ok(mut c) = current.lock() {
+            *c = Some(token.clone());
+        }
+        print!("{}> ", companion.name);
+        std::io::stdout().flush()?;
+        let mut out = std::io::stdout().lock();
+        let result = app.send(conversation.id, input, Some(token), &mut |piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+            Flow::Continue
+        });
+        drop(out);
+        if let Ok(mut c) = current.lock() {
+            *c = None;
+        }
+        match result {
+            Ok(r) if r.generation.finish == nexus_inference::FinishReason::Cancelled => {
+                println!(" [stopped]")
+            }
+            Ok(_) => println!(),
+            Err(e) => println!("\n(error: {e})"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! # nexus-app
+//!
+//! The public API of the Nexus core: [`Nexus`] wires the store, the clock and the language model
+//! to the companion logic, and every shell (terminal, desktop, web, mobile bindings) calls it
+//! directly. With the `native` feature it also knows how to open the on-disk SQLite store and
+//! load the models from the verified cache ([`native`]).
+//!
+//! Must not contain: terminal or UI code, platform APIs (they come in through ports).
+
+#[cfg(feature = "native")]
+pub mod native;
+
+use std::sync::Arc;
+
+use nexus_common::{Clock, ConversationId};
+use nexus_companion::persona;
+pub use nexus_companion::{ChatSettings, CompanionDraft, CompanionPatch, Reply};
+use nexus_companion::{CompanionError, ConversationEngine};
+pub use nexus_inference::{CancelToken, Flow, LanguageModel};
+pub use nexus_store::{Companion, Conversation, Message, Role, Store, StoreError};
+
+/// Setting key of the companion the user talks to by default.
+pub const ACTIVE_COMPANION: &str = "active_companion";
+
+/// What can go wrong in the app.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No companion with this name or id.
+    #[error("no companion named {name:?}{}", hint(.known))]
+    UnknownCompanion {
+        /// What was asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+    /// No language model is loaded.
+    #[error("no language model is loaded")]
+    NoModel,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Companion logic failed.
+    #[error(transparent)]
+    Companion(CompanionError),
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] nexus_inference::InferenceError),
+    /// Fetching or verifying models failed.
+    #[cfg(feature = "native")]
+    #[error(transparent)]
+    Models(#[from] nexus_models::ModelsError),
+}
+
+fn hint(known: &[String]) -> String {
+    if known.is_empty() {
+        String::new()
+    } else {
+        format!(" (companions: {})", known.join(", "))
+    }
+}
+
+impl From<CompanionError> for AppError {
+    fn from(e: CompanionError) -> Self {
+        match e {
+            CompanionError::Store(s) => AppError::Store(s),
+            CompanionError::Model(m) => AppError::Model(m),
+            other => AppError::Companion(other),
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// The Nexus core.
+pub struct Nexus {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: ChatSettings,
+    llm: Option<Box<dyn LanguageModel>>,
+}
+
+impl std::fmt::Debug for Nexus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nexus")
+            .field("settings", &self.settings)
+            .field("llm", &self.llm.is_some())
+            .finish()
+    }
+}
+
+impl Nexus {
+    /// The core over a store and a clock, with default chat settings and no model yet.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            settings: ChatSettings::default(),
+            llm: None,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// Chat settings in effect.
+    pub fn chat_settings(&self) -> &ChatSettings {
+        &self.settings
+    }
+
+    /// Replaces the chat settings.
+    pub fn set_chat_settings(&mut self, settings: ChatSettings) {
+        self.settings = settings;
+    }
+
+    /// Installs the language model.
+    pub fn set_language_model(&mut self, llm: Box<dyn LanguageModel>) {
+        self.llm = Some(llm);
+    }
+
+    /// Whether a language model is installed.
+    pub fn has_language_model(&self) -> bool {
+        self.llm.is_some()
+    }
+
+    fn engine(&self) -> ConversationEngine<'_> {
+        ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone())
+    }
+
+    // ---- companions ----
+
+    /// Creates a companion.
+    pub fn create_companion(&self, draft: &CompanionDraft) -> Result<Companion> {
+        Ok(persona::create(&*self.store, &*self.clock, draft)?)
+    }
+
+    /// All companions, oldest first.
+    pub fn companions(&self) -> Result<Vec<Companion>> {
+        Ok(self.store.list_companions()?)
+    }
+
+    /// The companion with this name (case-insensitive) or id.
+    pub fn find_companion(&self, name_or_id: &str) -> Result<Companion> {
+        let key = name_or_id.trim();
+        if let Some(c) = self.store.companion_by_name(key)? {
+            return Ok(c);
+        }
+        if let Ok(id) = key.parse() {
+            match self.store.companion(id) {
+                Ok(c) => return Ok(c),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::UnknownCompanion {
+            name: key.to_owned(),
+            known: self.companions()?.into_iter().map(|c| c.name).collect(),
+        })
+    }
+
+    /// Edits a companion.
+    pub fn edit_companion(&self, name_or_id: &str, patch: &CompanionPatch) -> Result<Companion> {
+        let c = self.find_companion(name_or_id)?;
+        Ok(persona::edit(&*self.store, &*self.clock, c.id, patch)?)
+    }
+
+    /// Deletes a companion with its conversations.
+    pub fn delete_companion(&self, name_or_id: &str) -> Result<Companion> {
+        let c = self.find_companion(name_or_id)?;
+        self.store.delete_companion(c.id)?;
+        if self.store.setting(ACTIVE_COMPANION)?.as_deref() == Some(&c.id.to_string()) {
+            self.store.delete_setting(ACTIVE_COMPANION)?;
+        }
+        Ok(c)
+    }
+
+    /// Makes a companion the default one.
+    pub fn set_active_companion(&self, companion: &Companion) -> Result<()> {
+        Ok(self
+            .store
+            .set_setting(ACTIVE_COMPANION, &companion.id.to_string())?)
+    }
+
+    /// The companion to talk to: the named one, else the active one, else the first one; on a
+    /// first run without any companion, the default companion is created.
+    pub fn companion_or_default(&self, name: Option<&str>) -> Result<Companion> {
+        if let Some(name) = name {
+            return self.find_companion(name);
+        }
+        if let Some(id) = self
+            .store
+            .setting(ACTIVE_COMPANION)?
+            .and_then(|s| s.parse().ok())
+        {
+            match self.store.companion(id) {
+                Ok(c) => return Ok(c),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(c) = self.companions()?.into_iter().next() {
+            return Ok(c);
+        }
+        let c = self.create_companion(&CompanionDraft::default_companion())?;
+        self.set_active_companion(&c)?;
+        Ok(c)
+    }
+
+    // ---- conversations ----
+
+    /// The companion's most recent conversation, or a new one (opening with the greeting).
+    pub fn current_conversation(&self, companion: &Companion) -> Result<Conversation> {
+        Ok(self.engine().current_conversation(companion)?)
+    }
+
+    /// A new conversation with the companion.
+    pub fn new_conversation(&self, companion: &Companion) -> Result<Conversation> {
+        Ok(self.engine().start_conversation(companion)?)
+    }
+
+    /// Messages of a conversation (the last `limit`, or all), oldest first.
+    pub fn messages(
+        &self,
+        conversation: ConversationId,
+        limit: Option<usize>,
+    ) -> Result<Vec<Message>> {
+        Ok(self.store.messages(conversation, limit)?)
+    }
+
+    /// Sends the user's message and streams the companion's reply; both are stored.
+    pub fn send(
+        &mut self,
+        conversation: ConversationId,
+        text: &str,
+        cancel: Option<CancelToken>,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Reply> {
+        let engine = ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone());
+        let llm = self.llm.as_deref_mut().ok_or(AppError::NoModel)?;
+        Ok(engine.reply(llm, conversation, text, cancel, on_text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nexus_store::MemoryStore;
+    use nexus_testing::{FakeLlm, SteppingClock};
+
+    use super::*;
+
+    fn app() -> Nexus {
+        Nexus::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(SteppingClock::new(0, 1)),
+        )
+    }
+
+    #[test]
+    fn first_run_creates_the_default_companion_once() {
+        let app = app();
+        let a = app.companion_or_default(None).expect("default");
+        assert_eq!(a.name, "Nova");
+        let b = app.companion_or_default(None).expect("again");
+        assert_eq!(a.id, b.id);
+        assert_eq!(app.companions().expect("list").len(), 1);
+    }
+
+    #[test]
+    fn companions_are_found_by_name_or_id_and_unknown_names_list_the_known_ones() {
+        let app = app();
+        let c = app
+            .create_companion(&CompanionDraft {
+                name: "Ada".into(),
+                ..Default::default()
+            })
+            .expect("create");
+        assert_eq!(app.find_companion("ada").expect("by name").id, c.id);
+        assert_eq!(
+            app.find_companion(&c.id.to_string()).expect("by id").id,
+            c.id
+        );
+        let err = app.find_companion("Bob").expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "no companion named \"Bob\" (companions: Ada)"
+        );
+    }
+
+    #[test]
+    fn deleting_the_active_companion_falls_back_to_another() {
+        let app = app();
+        let a = app
+            .create_companion(&CompanionDraft {
+                name: "A".into(),
+                ..Default::default()
+            })
+            .expect("a");
+        let b = app
+            .create_companion(&CompanionDraft {
+                name: "B".into(),
+                ..Default::default()
+            })
+            .expect("b");
+        app.set_active_companion(&b).expect("active");
+        assert_eq!(app.companion_or_default(None).expect("active").id, b.id);
+        app.delete_companion("B").expect("delete");
+        assert_eq!(app.companion_or_default(None).expect("fallback").id, a.id);
+    }
+
+    #[test]
+    fn send_needs_a_model_and_then_stores_the_exchange() {
+        let mut app = app();
+        let c = app.companion_or_default(None).expect("default");
+        let conv = app.current_conversation(&c).expect("conversation");
+        assert!(matches!(
+            app.send(conv.id, "hi", None, &mut |_| Flow::Continue),
+            Err(AppError::NoModel)
+        ));
+        app.set_language_model(Box::new(FakeLlm::new(&["Hello!"])));
+        let r = app
+            .send(conv.id, "hi", None, &mut |_| Flow::Continue)
+            .expect("send");
+        assert_eq!(r.reply_message.map(|m| m.text), Some("Hello!".into()));
+        assert_eq!(app.messages(conv.id, None).expect("messages").len(), 3);
+    }
+}

@@ -1,0 +1,135 @@
+//! # nexus-store
+//!
+//! The storage *ports* of Nexus: the entities the core persists and the [`Store`] trait that
+//! every storage backend implements, plus [`MemoryStore`] (an in-memory implementation for
+//! tests and the browser) and [`conformance`], the one test suite that every implementation
+//! must pass (`nexus_store::conformance_tests!`).
+//!
+//! Must not depend on: any storage engine (SQLite lives in `nexus-store-sqlite`), any I/O.
+//! Builds for `wasm32-unknown-unknown`.
+
+mod entities;
+mod memory;
+
+pub mod conformance;
+
+pub use entities::*;
+pub use memory::MemoryStore;
+use nexus_common::{CompanionId, ConversationId};
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The entity does not exist: the id that was looked up, updated or deleted, or the one an
+    /// entity refers to (the companion of a new conversation, the conversation of a message).
+    #[error("{entity} not found: {key}")]
+    NotFound {
+        /// Kind of entity ("companion", "conversation", ...).
+        entity: &'static str,
+        /// The id or name that was looked up.
+        key: String,
+    },
+    /// A uniqueness rule would be broken (two companions with one name, an id used twice).
+    #[error("{0}")]
+    Conflict(String),
+    /// The input breaks a rule of the data model (for example a companion without a name).
+    #[error("invalid data: {0}")]
+    Invalid(String),
+    /// The stored data cannot be read: the database file is damaged or not a Nexus store.
+    #[error("the store is corrupt or unreadable: {0}")]
+    Corrupt(String),
+    /// The store was written by a newer version of Nexus.
+    #[error(
+        "the store has schema version {found}, newer than this build supports ({supported}); update Nexus"
+    )]
+    TooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// Any other failure of the storage engine (I/O, locking, ...).
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// [`StoreError::NotFound`] for the `entity` with this key.
+    pub fn not_found(entity: &'static str, key: impl ToString) -> Self {
+        Self::NotFound {
+            entity,
+            key: key.to_string(),
+        }
+    }
+
+    /// The [`StoreError::Conflict`] of a companion name that is taken (ignoring case).
+    pub fn name_taken(name: &str) -> Self {
+        Self::Conflict(format!("a companion named \"{name}\" already exists"))
+    }
+
+    /// The [`StoreError::Conflict`] of an id that is already used by an `entity`.
+    pub fn id_taken(entity: &'static str, id: impl std::fmt::Display) -> Self {
+        Self::Conflict(format!("a {entity} with id {id} already exists"))
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The persistence port of the core. Every write is atomic: it either happens entirely or not at
+/// all, also when the process dies in the middle of it.
+///
+/// Names of companions are unique, compared case-insensitively ([`Companion::name_key`]).
+/// Creating an entity whose id exists is a [`StoreError::Conflict`]; any method given the id of
+/// a missing entity (including the parent ids of `list_*`, `messages` and `message_count`)
+/// fails with [`StoreError::NotFound`]. Every implementation must pass [`conformance`].
+pub trait Store: Send + Sync {
+    // --- companions ---
+    /// Inserts a new companion after [`Companion::validate`]. Fails with
+    /// [`StoreError::Conflict`] if the name is taken.
+    fn create_companion(&self, companion: &Companion) -> Result<()>;
+    /// The companion with this id.
+    fn companion(&self, id: CompanionId) -> Result<Companion>;
+    /// The companion with this name (case-insensitive), if any.
+    fn companion_by_name(&self, name: &str) -> Result<Option<Companion>>;
+    /// All companions, oldest first (by `created_at`, then id).
+    fn list_companions(&self) -> Result<Vec<Companion>>;
+    /// Replaces a companion's fields (matched by id) after [`Companion::validate`]; `created_at`
+    /// keeps its stored value. Fails with [`StoreError::Conflict`] if another companion has the
+    /// new name.
+    fn update_companion(&self, companion: &Companion) -> Result<()>;
+    /// Deletes a companion with all its conversations and messages.
+    fn delete_companion(&self, id: CompanionId) -> Result<()>;
+
+    // --- conversations ---
+    /// Inserts a new conversation; its companion must exist.
+    fn create_conversation(&self, conversation: &Conversation) -> Result<()>;
+    /// The conversation with this id.
+    fn conversation(&self, id: ConversationId) -> Result<Conversation>;
+    /// The conversations of a companion, oldest first (by `created_at`, then id).
+    fn list_conversations(&self, companion: CompanionId) -> Result<Vec<Conversation>>;
+    /// Deletes a conversation and its messages.
+    fn delete_conversation(&self, id: ConversationId) -> Result<()>;
+
+    // --- messages ---
+    /// Appends messages (typically one exchange: the user's turn and the reply) atomically and
+    /// bumps each conversation's `updated_at` to its newest appended message's time (it never
+    /// moves backwards). If any message's conversation is missing or any id exists, nothing is
+    /// written.
+    fn append_messages(&self, messages: &[Message]) -> Result<()>;
+    /// The last `limit` messages of a conversation (all if `None`), in chronological order:
+    /// by `created_at`, messages with equal times in the order they were appended.
+    fn messages(&self, conversation: ConversationId, limit: Option<usize>) -> Result<Vec<Message>>;
+    /// Number of messages in a conversation.
+    fn message_count(&self, conversation: ConversationId) -> Result<usize>;
+
+    // --- settings ---
+    /// A setting's value.
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets (or replaces) a setting.
+    fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+    /// Removes a setting; removing a missing key is not an error.
+    fn delete_setting(&self, key: &str) -> Result<()>;
+    /// All settings, sorted by key.
+    fn settings(&self) -> Result<Vec<(String, String)>>;
+}
