@@ -247,18 +247,17 @@ impl Llm {
 
     /// Runs `tokens` through the engine, reusing the cached prefix; leaves the logits of the
     /// last token in `self.logits`. Returns how many tokens were reused.
+    ///
+    /// The last token always runs on its own: batched and single-token arithmetic round
+    /// differently, and this way the logits that sampling sees do not depend on how much of the
+    /// prompt was cached (a seeded reply is the same whether or not it is regenerated).
     fn prefill(&mut self, tokens: &[u32]) -> Result<usize> {
-        let common = self
-            .cached
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
-        // At least the last token must run to produce logits.
-        let start = common.min(tokens.len() - 1);
+        let last = tokens.len() - 1;
+        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let start = common.min(last);
         self.cached.truncate(start);
         let mut pos = start;
-        for chunk in tokens[start..].chunks(PREFILL_CHUNK) {
+        for chunk in tokens[start..last].chunks(PREFILL_CHUNK).chain(std::iter::once(&tokens[last..])) {
             self.engine
                 .forward(chunk, pos, &mut self.logits)
                 .inspect_err(|_| self.cached.clear())?;
