@@ -184,7 +184,7 @@ impl GgufModel {
                 "tensor {name} lies outside the file (truncated?)"
             ))
         };
-        if elems % dtype.block_size() != 0 {
+        if !elems.is_multiple_of(dtype.block_size()) {
             return Err(InferenceError::InvalidModel(format!(
                 "tensor {name} has a partial block"
             )));

@@ -12,9 +12,12 @@ fn gguf() -> &'static GgufModel {
     })
 }
 
+/// Makes an engine with a context window of this many tokens.
+type MakeEngine = Box<dyn Fn(usize) -> Box<dyn CausalLm>>;
+
 /// Every engine this platform has.
-fn engines() -> Vec<(&'static str, Box<dyn Fn(usize) -> Box<dyn CausalLm>>)> {
-    let mut v: Vec<(&'static str, Box<dyn Fn(usize) -> Box<dyn CausalLm>>)> = vec![(
+fn engines() -> Vec<(&'static str, MakeEngine)> {
+    let mut v: Vec<(&'static str, MakeEngine)> = vec![(
         "candle",
         Box::new(|ctx| {
             Box::new(CandleLlama::new(gguf(), ctx, WeightFormat::FastestCandle).expect("candle"))
