@@ -3,6 +3,8 @@
 //! - `cargo xtask models fetch [--all | ID...]`, `models verify [ID...]`, `models list`,
 //!   `models path ID [--file NAME]`: the model cache (see `models/README.md`).
 //! - `cargo xtask ci`: the full check run by `.ci/run`.
+//! - `cargo xtask train-emotion [--epochs N ...]`: trains the text emotion model on GoEmotions and
+//!   writes `core/emotion/assets/text-emotion.{safetensors,json}` (see `nexus_emotion::text`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use nexus_models::{Fetcher, FileStatus, Manifest, ModelEntry, Progress, default_cache_dir};
+use nexus_models::{
+    FetchOptions, Fetcher, FileStatus, Manifest, ModelEntry, Progress, default_cache_dir,
+};
 
 /// Crates that must build for the browser (`cargo check --target wasm32-unknown-unknown`).
 const WASM_CRATES: &[&str] = &[
@@ -43,6 +47,62 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Train the text emotion model (MiniLM top layers + heads) on GoEmotions. Long: run it
+    /// under `nice -n 19` on shared machines.
+    TrainEmotion(TrainEmotionArgs),
+}
+
+#[derive(Debug, Args)]
+struct TrainEmotionArgs {
+    /// GoEmotions folder (with `original/` and `ekman/`) [default: ../shared/data/goemotions
+    /// beside the repository]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// all-MiniLM-L6-v2 folder [default: the verified model cache, fetched if missing]
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Output folder of the weights and the model card [default: core/emotion/assets]
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Cache of the frozen layers' outputs [default: target/text-emotion-cache]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Maximum number of epochs.
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    /// Stop after this many epochs without a better dev macro-F1.
+    #[arg(long, default_value_t = 1)]
+    patience: usize,
+    /// Number of top encoder layers trained (the rest stay frozen).
+    #[arg(long, default_value_t = 2)]
+    trained_layers: usize,
+    /// Sentences per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Peak learning rate of the encoder layers.
+    #[arg(long, default_value_t = 1e-4)]
+    lr_encoder: f64,
+    /// Peak learning rate of the heads.
+    #[arg(long, default_value_t = 2e-3)]
+    lr_head: f64,
+    /// Dropout rate.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    /// Weight of the Ekman head's loss.
+    #[arg(long, default_value_t = 0.5)]
+    ekman_weight: f64,
+    /// Longest training input in word pieces.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Train on the first N training sentences only (timing runs).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Store f32 weights instead of f16.
+    #[arg(long)]
+    f32: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +149,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Models(args) => models(&args),
         Task::Ci { dry_run } => ci(dry_run),
+        Task::TrainEmotion(args) => train_emotion(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,6 +298,56 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// train-emotion
+
+fn train_emotion(args: &TrainEmotionArgs) -> Result<()> {
+    use nexus_emotion::text::train::{TrainConfig, run};
+    let root = workspace_root();
+    let model_dir = match &args.model_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let manifest = Manifest::builtin();
+            let entry = manifest.require("all-minilm-l6-v2")?;
+            let fetcher = Fetcher::with_options(default_cache_dir(), FetchOptions::from_env());
+            fetcher.ensure(entry)?.dir().to_path_buf()
+        }
+    };
+    let defaults = TrainConfig::default();
+    let cfg = TrainConfig {
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| root.join("../shared/data/goemotions")),
+        model_dir,
+        out_dir: args
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| root.join("core/emotion/assets")),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| root.join("target/text-emotion-cache")),
+        trained_layers: args.trained_layers,
+        epochs: args.epochs,
+        patience: args.patience,
+        batch_size: args.batch_size,
+        lr_encoder: args.lr_encoder,
+        lr_head: args.lr_head,
+        dropout: args.dropout,
+        ekman_weight: args.ekman_weight,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        limit: args.limit,
+        f32_weights: args.f32,
+        ..defaults
+    };
+    eprintln!("train-emotion: {cfg:?}");
+    let card = run(&cfg).map_err(|e| anyhow::anyhow!(e))?;
+    println!("{}", card.dev_metrics);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@
 # Prints the path of the llama-bench binary on its last line, e.g.
 #   LLAMA_BENCH=$(core/inference/benches/build-llama-bench.sh | tail -n1) \
 #     cargo bench -p nexus-inference --bench llm
+# It also builds `llama-completion` next to it, for the chat start-up benchmark:
+#   LLAMA_CPP_BIN_DIR=$(dirname "$(core/inference/benches/build-llama-bench.sh | tail -n1)") \
+#     cargo bench -p nexus-cli --bench startup
 set -euo pipefail
 
 VERSION="${1:-0.3.36}"
@@ -19,7 +22,7 @@ SRC="$CACHE/llama-cpp-python-$VERSION"
 LLAMA="$SRC/vendor/llama.cpp"
 BIN="$LLAMA/build/bin/llama-bench"
 
-if [[ -x "$BIN" ]]; then
+if [[ -x "$BIN" && -x "$LLAMA/build/bin/llama-completion" ]]; then
     echo "llama-bench already built" >&2
     echo "$BIN"
     exit 0
@@ -49,6 +52,6 @@ echo "building llama-bench with $JOBS jobs (a few minutes)" >&2
 cmake -S "$LLAMA" -B "$LLAMA/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
     -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=OFF >&2
-cmake --build "$LLAMA/build" --target llama-bench -j "$JOBS" >&2
+cmake --build "$LLAMA/build" --target llama-bench llama-completion -j "$JOBS" >&2
 
 echo "$BIN"

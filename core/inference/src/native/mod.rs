@@ -4,26 +4,46 @@
 //! models with Q4_0 / Q4_1 / Q8_0 matrices, tuned for small models on a few CPU cores, where the
 //! fixed cost per operation matters as much as the arithmetic.
 //!
+//! ## Usage
+//!
+//! ```no_run
+//! # fn main() -> nexus_inference::Result<()> {
+//! use nexus_inference::{CausalLm, GgufModel, native::NativeLlama};
+//! let model = GgufModel::open(std::path::Path::new("model.gguf"))?;
+//! let mut llm = NativeLlama::new(&model, 4096, 0)?; // context 4096, all cores
+//! let mut logits = Vec::new();
+//! llm.forward(&[1, 4093, 198], 0, &mut logits)?; // prompt
+//! llm.forward(&[30], 3, &mut logits)?; // next token
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Design
 //!
 //! * **Weights** are repacked at load time into two kernel-friendly layouts
-//!   ([`quant`]): 4-bit (Q4_0/Q4_1) and biased 8-bit (Q8_0) codes with f16 scales. The q, k and
-//!   v projections of a layer are stacked into one matrix so they run as one operation.
+//!   (`quant`): 4-bit (Q4_0/Q4_1) and biased 8-bit (Q8_0) codes with f16 scales, in aligned,
+//!   separately streamed sections with software prefetch. The q, k and v projections of a layer
+//!   are stacked into one matrix (when their types agree) so they run as one operation.
 //! * **Activations** are quantized once per matrix product to 8-bit blocks (like GGML's Q8_1),
-//!   and products use exact integer block sums ([`simd`]: AVX-512 VNNI, AVX2, or scalar,
-//!   chosen at run time).
-//! * **Threads**: a persistent pool ([`pool`]) with spin-then-park workers; every matrix product
-//!   splits its output rows (columns of the output matrix) across the threads. One forward step
-//!   of a 30-layer model is ~150 fork-joins, no allocation and no lock.
+//!   and products use exact integer block sums (`simd`: AVX-512 VNNI, AVX2, or scalar,
+//!   chosen at run time; [`Isa`]).
+//! * **Threads**: a persistent pool (`pool`) with spin-then-park workers and dynamic chunks;
+//!   every matrix product splits its output rows across the threads, gate/up are fused with the
+//!   SiLU, residual additions are fused into the output and down projections. A decode step of
+//!   a 30-layer model is ~150 fork-joins, no allocation and no lock. Workers that are late
+//!   (preempted on a busy machine) never hold up the caller.
 //! * **Batched prefill**: a prompt runs in batches of up to [`MAX_BATCH`] tokens; each weight
 //!   tile is used for 4 tokens at a time from registers, attention is causal per token.
-//! * **Cache**: f32 keys and values, `[layer][kv head][position][head dim]`, allocated for the
-//!   whole context at construction (pages are committed as they are first written).
+//! * **Cache** (`attention`): f32 keys (transposed in chunks of 16 positions) and values,
+//!   allocated for the whole context at construction (pages are committed as they are first
+//!   written). `pos < cached` in [`CausalLm::forward`] just moves the end of the cache.
 //!
 //! Numerics follow candle's `quantized_llama` (interleaved RoPE, RMS norm, SiLU-gated FFN,
 //! softmax attention); the only approximation beyond GGML's activation quantization is a fast
-//! `exp` (1e-7 relative) in softmax and SiLU.
+//! `exp` (1e-7 relative) in softmax and SiLU. The tests check that our distance to the exact
+//! (f32) result is no larger than candle's own.
 
+mod attention;
 mod pool;
 mod quant;
 mod simd;
@@ -36,6 +56,7 @@ use std::ops::Range;
 pub use simd::Isa;
 
 use crate::{CausalLm, GgufModel, InferenceError, ModelConfig, Result};
+use attention::{KvCache, MAX_HEAD_DIM};
 use pool::{ColumnsMut, Pool};
 use quant::{QActs, QMatrix};
 
@@ -88,13 +109,6 @@ struct Weights {
     layers: Vec<Layer>,
 }
 
-struct KvCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
-    /// Floats per (layer, kv head): `context * head_dim`.
-    head_stride: usize,
-}
-
 struct Rope {
     /// `[position][rope_dim / 2]`.
     cos: Vec<f32>,
@@ -124,7 +138,11 @@ impl NativeLlama {
     pub fn new(model: &GgufModel, max_context: usize, threads: usize) -> Result<Self> {
         let config = model.config(max_context)?;
         let c = &config;
-        if c.head_dim == 0 || c.head_dim % 2 != 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0
+        if c.head_dim == 0
+            || c.head_dim > MAX_HEAD_DIM
+            || !c.head_dim.is_multiple_of(2)
+            || c.rope_dim > c.head_dim
+            || !c.rope_dim.is_multiple_of(2)
         {
             return Err(InferenceError::Unsupported(format!(
                 "head dim {} / rope dim {}",
@@ -141,8 +159,6 @@ impl NativeLlama {
             InferenceError::InvalidRequest(format!("cannot start inference threads: {e}"))
         })?;
         let (kv_dim, q_dim) = (c.head_count_kv * c.head_dim, c.head_count * c.head_dim);
-        let head_stride = c.context_length * c.head_dim;
-        let cache_len = c.block_count * c.head_count_kv * head_stride;
         let batch = MAX_BATCH.min(c.context_length);
         let scratch = Scratch {
             batch,
@@ -159,11 +175,7 @@ impl NativeLlama {
             isa: Isa::detect(),
             pool,
             weights,
-            cache: KvCache {
-                k: vec![0.0; cache_len],
-                v: vec![0.0; cache_len],
-                head_stride,
-            },
+            cache: KvCache::new(c.block_count, c.head_count_kv, c.context_length, c.head_dim),
             rope: Rope::new(c),
             scratch,
             cached: 0,
@@ -248,9 +260,7 @@ impl NativeLlama {
                     rope.apply(head, p);
                 }
                 for g in 0..nkv {
-                    let at = cache.offset(l, g, nkv, p, hd);
-                    cache.k[at..at + hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
-                    cache.v[at..at + hd].copy_from_slice(&v[g * hd..(g + 1) * hd]);
+                    cache.store(l, g, p, &k[g * hd..(g + 1) * hd], &v[g * hd..(g + 1) * hd]);
                 }
             }
             let (qkv, kvc) = (&s.qkv, &*cache);
@@ -262,12 +272,11 @@ impl NativeLlama {
                     let q = &qkv[t * qkv_dim..t * qkv_dim + q_dim];
                     let out = v.row(t);
                     for (i, h) in heads.clone().enumerate() {
-                        let g = h / (nh / nkv);
-                        let base = kvc.offset(l, g, nkv, 0, hd);
-                        attend(
+                        let (keys, values) = kvc.head(l, h / (nh / nkv), len);
+                        simd::attend(
+                            isa,
                             &q[h * hd..(h + 1) * hd],
-                            &kvc.k[base..base + len * hd],
-                            &kvc.v[base..base + len * hd],
+                            (keys, values, len),
                             scale,
                             &mut out[i * hd..(i + 1) * hd],
                         );
@@ -427,13 +436,6 @@ impl Weights {
     }
 }
 
-impl KvCache {
-    /// Index of `(layer, kv head, position)`.
-    fn offset(&self, layer: usize, head: usize, heads: usize, pos: usize, hd: usize) -> usize {
-        (layer * heads + head) * self.head_stride + pos * hd
-    }
-}
-
 impl Rope {
     fn new(c: &ModelConfig) -> Self {
         let half = c.rope_dim / 2;
@@ -585,48 +587,5 @@ fn swiglu(isa: Isa, layer: &Layer, act: &QActs, n: usize, out: &mut ColumnsMut<'
             out.row(t)[r - cols.start..r - cols.start + w].copy_from_slice(gt);
         }
         r = rows.end;
-    }
-}
-
-/// Softmax attention of one query head over `keys`/`values` (`len * head_dim` each), with an
-/// online softmax over chunks of 64 positions (no scratch beyond the stack).
-fn attend(q: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
-    const CHUNK: usize = 64;
-    let hd = q.len();
-    let len = keys.len() / hd;
-    out.fill(0.0);
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-    let mut scores = [0f32; CHUNK];
-    let mut start = 0;
-    while start < len {
-        let cnt = (len - start).min(CHUNK);
-        let s = &mut scores[..cnt];
-        for (i, sc) in s.iter_mut().enumerate() {
-            let k = &keys[(start + i) * hd..(start + i + 1) * hd];
-            *sc = simd::dot_f32(q, k) * scale;
-        }
-        let cmax = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        if cmax > max {
-            let corr = simd::exp_approx(max - cmax);
-            if sum > 0.0 {
-                for o in out.iter_mut() {
-                    *o *= corr;
-                }
-            }
-            sum *= corr;
-            max = cmax;
-        }
-        for sc in s.iter_mut() {
-            *sc = simd::exp_approx(*sc - max);
-        }
-        for (i, &p) in s.iter().enumerate() {
-            sum += p;
-            simd::axpy(out, p, &values[(start + i) * hd..(start + i + 1) * hd]);
-        }
-        start += cnt;
-    }
-    let inv = 1.0 / sum;
-    for o in out.iter_mut() {
-        *o *= inv;
     }
 }

@@ -77,7 +77,9 @@ pub(crate) struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("threads", &self.threads).finish()
+        f.debug_struct("Pool")
+            .field("threads", &self.threads)
+            .finish()
     }
 }
 
@@ -96,8 +98,12 @@ impl Pool {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         });
-        let mut pool =
-            Self { shared, workers: Vec::with_capacity(threads - 1), threads: 1, epoch: 0 };
+        let mut pool = Self {
+            shared,
+            workers: Vec::with_capacity(threads - 1),
+            threads: 1,
+            epoch: 0,
+        };
         for index in 1..threads {
             let shared = Arc::clone(&pool.shared);
             let handle = std::thread::Builder::new()
@@ -128,13 +134,17 @@ impl Pool {
         // done, then clears it; workers that did not join never read it. No worker reads `job`
         // before the state store below publishes it (release; workers join with acquire).
         unsafe {
-            *shared.job.get() =
-                (Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f)), chunks);
+            *shared.job.get() = (
+                Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f)),
+                chunks,
+            );
         }
         shared.next.store(0, Ordering::Relaxed);
         shared.finished.store(0, Ordering::Relaxed);
         self.epoch = self.epoch.wrapping_add(1) & 0xffff_ffff;
-        shared.state.store(self.epoch << 32 | OPEN, Ordering::SeqCst);
+        shared
+            .state
+            .store(self.epoch << 32 | OPEN, Ordering::SeqCst);
         if shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
@@ -148,7 +158,7 @@ impl Pool {
                 let mut spins = 0u32;
                 while self.0.finished.load(Ordering::Acquire) != joined {
                     spins = spins.wrapping_add(1);
-                    if spins % 64 == 0 && start.elapsed() > STRAGGLER_SPIN {
+                    if spins.is_multiple_of(64) && start.elapsed() > STRAGGLER_SPIN {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();
@@ -177,14 +187,22 @@ impl Pool {
         align: usize,
         f: &(dyn Fn(&mut ColumnsMut<'_, T>) + Sync),
     ) {
-        assert!(cols > 0 && out.len() % cols == 0, "for_columns: bad shape");
+        assert!(
+            cols > 0 && out.len().is_multiple_of(cols),
+            "for_columns: bad shape"
+        );
         let rows = out.len() / cols;
         let width = self.chunk_len(cols, align);
         let ptr = SendPtr(out.as_mut_ptr());
         self.run(cols.div_ceil(width), &|chunk| {
             let range = chunk * width..((chunk + 1) * width).min(cols);
-            let mut view =
-                ColumnsMut { ptr: ptr.get(), stride: cols, rows, cols: range, _out: PhantomData };
+            let mut view = ColumnsMut {
+                ptr: ptr.get(),
+                stride: cols,
+                rows,
+                cols: range,
+                _out: PhantomData,
+            };
             f(&mut view);
         });
     }
@@ -196,9 +214,12 @@ impl Pool {
         rows: usize,
         (a, a_row): (&mut [A], usize),
         (b, b_row): (&mut [B], usize),
-        f: &(dyn Fn(Range<usize>, &mut [A], &mut [B]) + Sync),
+        f: &RowsFn<'_, A, B>,
     ) {
-        assert!(a.len() >= rows * a_row && b.len() >= rows * b_row, "for_rows2: short buffers");
+        assert!(
+            a.len() >= rows * a_row && b.len() >= rows * b_row,
+            "for_rows2: short buffers"
+        );
         let height = self.chunk_len(rows, 1);
         let (pa, pb) = (SendPtr(a.as_mut_ptr()), SendPtr(b.as_mut_ptr()));
         self.run(rows.div_ceil(height), &|chunk| {
@@ -305,7 +326,7 @@ fn wait_for_epoch(shared: &Shared, seen: u64) -> u64 {
             return state;
         }
         spins = spins.wrapping_add(1);
-        if spins % 128 != 0 {
+        if !spins.is_multiple_of(128) {
             std::hint::spin_loop();
             continue;
         }
@@ -341,6 +362,9 @@ impl<T> SendPtr<T> {
 unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above; sharing the pointer value itself is harmless.
 unsafe impl<T> Sync for SendPtr<T> {}
+
+/// The per-chunk function of [`Pool::for_rows2`].
+pub(crate) type RowsFn<'a, A, B> = dyn Fn(Range<usize>, &mut [A], &mut [B]) + Sync + 'a;
 
 /// Exclusive access to a range of columns of a row-major matrix, handed out by
 /// [`Pool::for_columns`].
@@ -420,8 +444,16 @@ mod tests {
                     b[2 * k..2 * k + 2].fill(r as u16);
                 }
             });
-            assert!(a.chunks(3).enumerate().all(|(r, c)| c.iter().all(|&x| x == r as u8)));
-            assert!(b.chunks(2).enumerate().all(|(r, c)| c.iter().all(|&x| x == r as u16)));
+            assert!(
+                a.chunks(3)
+                    .enumerate()
+                    .all(|(r, c)| c.iter().all(|&x| x == r as u8))
+            );
+            assert!(
+                b.chunks(2)
+                    .enumerate()
+                    .all(|(r, c)| c.iter().all(|&x| x == r as u16))
+            );
         }
     }
 
@@ -452,10 +484,16 @@ mod tests {
         for _ in 0..50 {
             pool.run(64, &|_| {
                 std::thread::sleep(Duration::from_micros(100));
-                helpers.lock().expect("lock").insert(std::thread::current().id());
+                helpers
+                    .lock()
+                    .expect("lock")
+                    .insert(std::thread::current().id());
             });
         }
-        assert!(helpers.lock().expect("lock").len() > 1, "no worker ever helped");
+        assert!(
+            helpers.lock().expect("lock").len() > 1,
+            "no worker ever helped"
+        );
     }
 
     #[test]

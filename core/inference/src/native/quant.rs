@@ -14,10 +14,12 @@
 //! * [`WeightKind::U8`] (from Q8_0): 8-bit codes biased by 128 (`u = q + 128`), value
 //!   `d * (u - 128)`. Unsigned codes feed `vpdpbusd` (unsigned x signed) directly.
 //!
-//! A row is `[codes][d: f16 per block][m: f16 per block (U4 only)]`, stored contiguously so a
-//! matrix-vector product streams memory linearly. The column count is padded to a multiple of 64
-//! (an even number of blocks) with zero blocks (`d = m = 0`), which keeps the SIMD loops free of
-//! odd tails; the padding contributes exactly zero.
+//! A matrix is stored as three row-major sections: the codes (cache-line aligned, so with 576 or
+//! 1536 columns every SIMD code load is aligned), then `d` (f16 per block), then `m` (f16 per
+//! block, U4 only). A matrix-vector product streams each section linearly; the kernels prefetch
+//! a few rows ahead in all three. The column count is padded to a multiple of 64 (an even number
+//! of blocks) with zero blocks (`d = m = 0`), which keeps the SIMD loops free of odd tails; the
+//! padding contributes exactly zero.
 //!
 //! # Activations ([`QActs`])
 //!
@@ -121,7 +123,14 @@ pub(crate) fn padded_cols(cols: usize) -> usize {
     cols.div_ceil(2 * QK) * 2 * QK
 }
 
+/// Alignment of the code section of a [`QMatrix`] (a cache line).
+const ALIGN: usize = 64;
+
 /// A quantized weight matrix in the native layout.
+///
+/// Storage: three sections in one buffer, each row-major: the codes (starting on a cache line,
+/// so with 576 or 1536 columns every SIMD code load is aligned), then the `d` scales and, for
+/// [`WeightKind::U4`], the `m` offsets (f16, one per block).
 #[derive(Clone)]
 pub(crate) struct QMatrix {
     kind: WeightKind,
@@ -129,8 +138,9 @@ pub(crate) struct QMatrix {
     cols: usize,
     /// Blocks per row after padding (even).
     nbp: usize,
-    row_bytes: usize,
-    data: Vec<u8>,
+    buf: Vec<u8>,
+    /// Offset of the code section in `buf` (aligned to [`ALIGN`]).
+    start: usize,
 }
 
 impl std::fmt::Debug for QMatrix {
@@ -148,6 +158,14 @@ struct Block {
     codes: [u8; QK],
     d: u16,
     m: u16,
+}
+
+/// Raw section pointers of a [`QMatrix`] for the SIMD kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Sections {
+    pub(crate) codes: *const u8,
+    pub(crate) d: *const u8,
+    pub(crate) m: *const u8,
 }
 
 impl QMatrix {
@@ -170,7 +188,7 @@ impl QMatrix {
                 )));
             }
         };
-        if cols == 0 || cols % QK != 0 || rows == 0 {
+        if cols == 0 || !cols.is_multiple_of(QK) || rows == 0 {
             return Err(InferenceError::InvalidModel(format!(
                 "tensor {name} has shape {rows}x{cols}"
             )));
@@ -217,45 +235,61 @@ impl QMatrix {
         Ok(m)
     }
 
+    /// Bytes of the three sections for `rows` rows.
+    fn section_bytes(kind: WeightKind, rows: usize, nbp: usize) -> usize {
+        let per_row = match kind {
+            WeightKind::U4 => nbp * QK / 2 + 4 * nbp,
+            WeightKind::U8 => nbp * QK + 2 * nbp,
+        };
+        rows * per_row
+    }
+
     /// A matrix of zero blocks (padding codes included).
     fn zeroed(kind: WeightKind, rows: usize, cols: usize) -> Self {
         let nbp = padded_cols(cols) / QK;
-        let row_bytes = match kind {
-            WeightKind::U4 => nbp * (QK / 2) + 4 * nbp,
-            WeightKind::U8 => nbp * QK + 2 * nbp,
-        };
-        let mut data = vec![0u8; rows * row_bytes + TAIL_PAD];
-        if kind == WeightKind::U8 {
-            for r in 0..rows {
-                data[r * row_bytes..r * row_bytes + nbp * QK].fill(0x80);
-            }
-        }
-        Self {
+        let len = Self::section_bytes(kind, rows, nbp);
+        let buf = vec![0u8; len + ALIGN + TAIL_PAD];
+        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let mut m = Self {
             kind,
             rows,
             cols,
             nbp,
-            row_bytes,
-            data,
+            buf,
+            start,
+        };
+        if kind == WeightKind::U8 {
+            let n = m.codes_bytes() * rows;
+            m.buf[start..start + n].fill(0x80);
         }
+        m
+    }
+
+    fn d_offset(&self) -> usize {
+        self.start + self.rows * self.codes_bytes()
+    }
+
+    fn m_offset(&self) -> usize {
+        self.d_offset() + self.rows * 2 * self.nbp
     }
 
     fn set_block(&mut self, r: usize, b: usize, blk: &Block) {
-        let (qs_bytes, nbp) = (self.codes_bytes(), self.nbp);
-        let row = &mut self.data[r * self.row_bytes..(r + 1) * self.row_bytes];
+        let (cb, i) = (self.codes_bytes(), r * self.nbp + b);
+        let (d_at, m_at) = (self.d_offset() + 2 * i, self.m_offset() + 2 * i);
+        let row = &mut self.buf[self.start + r * cb..self.start + (r + 1) * cb];
         match self.kind {
             WeightKind::U4 => {
                 let pair = &mut row[(b / 2) * QK..(b / 2 + 1) * QK];
-                let shift = if b % 2 == 0 { 0 } else { 4 };
-                let keep = if b % 2 == 0 { 0xf0 } else { 0x0f };
+                let shift = if b.is_multiple_of(2) { 0 } else { 4 };
+                let keep = if b.is_multiple_of(2) { 0xf0 } else { 0x0f };
                 for (p, &c) in pair.iter_mut().zip(&blk.codes) {
                     *p = (*p & keep) | ((c & 0x0f) << shift);
                 }
-                row[qs_bytes + 2 * nbp + 2 * b..][..2].copy_from_slice(&blk.m.to_le_bytes());
+                self.buf[m_at..m_at + 2].copy_from_slice(&blk.m.to_le_bytes());
             }
             WeightKind::U8 => row[b * QK..(b + 1) * QK].copy_from_slice(&blk.codes),
         }
-        row[qs_bytes + 2 * b..][..2].copy_from_slice(&blk.d.to_le_bytes());
+        self.buf[d_at..d_at + 2].copy_from_slice(&blk.d.to_le_bytes());
     }
 
     /// Stacks matrices with the same kind and column count into one (rows concatenated).
@@ -268,16 +302,21 @@ impl QMatrix {
             return None;
         }
         let rows = parts.iter().map(|p| p.rows).sum();
-        let mut data = Vec::with_capacity(rows * first.row_bytes + TAIL_PAD);
+        let mut m = Self::zeroed(first.kind, rows, first.cols);
+        let (mut codes, mut d, mut mm) = (m.start, m.d_offset(), m.m_offset());
         for p in parts {
-            data.extend_from_slice(&p.data[..p.rows * p.row_bytes]);
+            let n = p.rows * p.codes_bytes();
+            m.buf[codes..codes + n].copy_from_slice(&p.buf[p.start..p.start + n]);
+            codes += n;
+            let n = p.rows * 2 * p.nbp;
+            m.buf[d..d + n].copy_from_slice(&p.buf[p.d_offset()..p.d_offset() + n]);
+            d += n;
+            if p.kind == WeightKind::U4 {
+                m.buf[mm..mm + n].copy_from_slice(&p.buf[p.m_offset()..p.m_offset() + n]);
+                mm += n;
+            }
         }
-        data.resize(rows * first.row_bytes + TAIL_PAD, 0);
-        Some(QMatrix {
-            rows,
-            data,
-            ..*first
-        })
+        Some(m)
     }
 
     pub(crate) fn kind(&self) -> WeightKind {
@@ -293,41 +332,43 @@ impl QMatrix {
     pub(crate) fn blocks(&self) -> usize {
         self.nbp
     }
-    /// Bytes of codes at the start of each row.
+    /// Bytes of codes per row.
     pub(crate) fn codes_bytes(&self) -> usize {
         match self.kind {
             WeightKind::U4 => self.nbp * QK / 2,
             WeightKind::U8 => self.nbp * QK,
         }
     }
-    pub(crate) fn row_bytes(&self) -> usize {
-        self.row_bytes
-    }
-    /// All rows followed by [`TAIL_PAD`] bytes.
-    pub(crate) fn data(&self) -> &[u8] {
-        &self.data
-    }
-    /// The bytes of row `r`.
-    pub(crate) fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    /// Section pointers for the SIMD kernels. Every section holds `rows` rows (codes:
+    /// [`Self::codes_bytes`] per row, scales: `2 * blocks()` bytes per row); at least
+    /// [`TAIL_PAD`] readable bytes follow the last section.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn sections(&self) -> Sections {
+        let p = self.buf.as_ptr();
+        Sections {
+            codes: p.wrapping_add(self.start),
+            d: p.wrapping_add(self.d_offset()),
+            m: p.wrapping_add(self.m_offset()),
+        }
     }
 
-    /// Code `i` of block `b` of a row.
+    /// Code `i` of block `b` of row `r`.
     #[inline]
-    fn code(&self, row: &[u8], b: usize, i: usize) -> u8 {
+    fn code(&self, r: usize, b: usize, i: usize) -> u8 {
+        let row = &self.buf[self.start + r * self.codes_bytes()..];
         match self.kind {
             WeightKind::U4 => (row[(b / 2) * QK + i] >> (4 * (b % 2))) & 0x0f,
             WeightKind::U8 => row[b * QK + i],
         }
     }
 
-    /// `(d, m)` of block `b` of a row, as f32.
+    /// `(d, m)` of block `b` of row `r`, as f32.
     #[inline]
-    fn scales(&self, row: &[u8], b: usize) -> (f32, f32) {
-        let q = self.codes_bytes();
-        let d = f16_to_f32(u16_at(&row[q..], b));
+    fn scales(&self, r: usize, b: usize) -> (f32, f32) {
+        let i = r * self.nbp + b;
+        let d = f16_to_f32(u16_at(&self.buf[self.d_offset()..], i));
         let m = match self.kind {
-            WeightKind::U4 => f16_to_f32(u16_at(&row[q + 2 * self.nbp..], b)),
+            WeightKind::U4 => f16_to_f32(u16_at(&self.buf[self.m_offset()..], i)),
             WeightKind::U8 => -128.0 * d,
         };
         (d, m)
@@ -335,33 +376,73 @@ impl QMatrix {
 
     /// Dequantizes row `r` into `out` (`cols` values).
     pub(crate) fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let row = self.row(r);
         for (b, chunk) in out[..self.cols].chunks_exact_mut(QK).enumerate() {
-            let (d, m) = self.scales(row, b);
+            let (d, m) = self.scales(r, b);
             for (i, o) in chunk.iter_mut().enumerate() {
-                *o = d * f32::from(self.code(row, b, i)) + m;
+                *o = d * f32::from(self.code(r, b, i)) + m;
             }
         }
     }
 
-    /// Scalar reference dot product of row `r` with activation row `t` of `acts`.
+    /// Portable dot product of row `r` with activation row `t` of `acts`: the same arithmetic
+    /// as [`Self::dot_scalar`] in the same order (so bit-identical), but written over whole
+    /// blocks so the compiler vectorizes it (NEON on aarch64, SSE2 on old x86).
+    pub(crate) fn dot_portable(&self, r: usize, acts: &QActs, t: usize) -> f32 {
+        let (nbp, cb) = (self.nbp, self.codes_bytes());
+        let codes = &self.buf[self.start + r * cb..self.start + (r + 1) * cb];
+        let d = &self.buf[self.d_offset() + r * 2 * nbp..][..2 * nbp];
+        let a = acts.row(t);
+        let mut sum = 0f32;
+        match self.kind {
+            WeightKind::U4 => {
+                let m = &self.buf[self.m_offset() + r * 2 * nbp..][..2 * nbp];
+                for (p, pair) in codes.chunks_exact(QK).enumerate() {
+                    let q = &a.codes[2 * p * QK..(2 * p + 2) * QK];
+                    let (q0, q1) = q.split_at(QK);
+                    let (mut s0, mut s1) = (0i32, 0i32);
+                    for i in 0..QK {
+                        s0 += i32::from(pair[i] & 0x0f) * i32::from(q0[i] as i8);
+                        s1 += i32::from(pair[i] >> 4) * i32::from(q1[i] as i8);
+                    }
+                    for (b, isum) in [(2 * p, s0), (2 * p + 1, s1)] {
+                        let (dw, mw) = (f16_to_f32(u16_at(d, b)), f16_to_f32(u16_at(m, b)));
+                        sum += dw * a.d(b) * isum as f32 + mw * a.s(b);
+                    }
+                }
+            }
+            WeightKind::U8 => {
+                for (b, block) in codes.chunks_exact(QK).enumerate() {
+                    let q = &a.codes[b * QK..(b + 1) * QK];
+                    let mut isum = 0i32;
+                    for i in 0..QK {
+                        isum += (i32::from(block[i]) - 128) * i32::from(q[i] as i8);
+                    }
+                    sum += f16_to_f32(u16_at(d, b)) * a.d(b) * isum as f32;
+                }
+            }
+        }
+        sum
+    }
+
+    /// Scalar reference dot product of row `r` with activation row `t` of `acts`, written for
+    /// obviousness; the tests check every other kernel against it.
+    #[cfg(test)]
     pub(crate) fn dot_scalar(&self, r: usize, acts: &QActs, t: usize) -> f32 {
-        let row = self.row(r);
         let a = acts.row(t);
         let mut sum = 0f32;
         for b in 0..self.nbp {
-            let (d, m) = self.scales(row, b);
+            let (d, m) = self.scales(r, b);
             let qa = &a.codes[b * QK..(b + 1) * QK];
             match self.kind {
                 WeightKind::U4 => {
                     let isum: i32 = (0..QK)
-                        .map(|i| i32::from(self.code(row, b, i)) * i32::from(qa[i] as i8))
+                        .map(|i| i32::from(self.code(r, b, i)) * i32::from(qa[i] as i8))
                         .sum();
                     sum += d * a.d(b) * isum as f32 + m * a.s(b);
                 }
                 WeightKind::U8 => {
                     let isum: i32 = (0..QK)
-                        .map(|i| (i32::from(self.code(row, b, i)) - 128) * i32::from(qa[i] as i8))
+                        .map(|i| (i32::from(self.code(r, b, i)) - 128) * i32::from(qa[i] as i8))
                         .sum();
                     sum += d * a.d(b) * isum as f32;
                 }

@@ -17,12 +17,13 @@
 
 use std::ops::Range;
 
+use super::attention;
 use super::quant::{ActShape, QActs, QK, QMatrix, quantize_row_scalar};
 
 /// Instruction set used by the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
-    /// Portable Rust.
+    /// Portable Rust (vectorized by the compiler where it can; the only kernels on aarch64).
     Scalar,
     /// x86-64 AVX2, FMA and F16C.
     Avx2,
@@ -126,9 +127,9 @@ fn matmul_scalar<const M: usize, S>(
         while r0 < rows.end {
             let n = (rows.end - r0).min(TILE_ROWS);
             let mut out = [[0f32; TILE_ROWS]; M];
-            for (m, w) in ws.iter().enumerate() {
-                for i in 0..n {
-                    out[m][i] = w.dot_scalar(r0 + i, acts, t);
+            for (o, w) in out.iter_mut().zip(ws) {
+                for (i, v) in o[..n].iter_mut().enumerate() {
+                    *v = w.dot_portable(r0 + i, acts, t);
                 }
             }
             sink(t, r0, n, out);
@@ -146,7 +147,10 @@ pub(crate) fn quantize_rows(isa: Isa, x: &[f32], x_stride: usize, shape: ActShap
         nb16,
         stride,
     } = shape;
-    assert!(dst.len() % stride == 0, "quantize_rows: partial row");
+    assert!(
+        dst.len().is_multiple_of(stride),
+        "quantize_rows: partial row"
+    );
     for (t, row) in dst.chunks_exact_mut(stride).enumerate() {
         let src = &x[t * x_stride..t * x_stride + cols];
         match isa {
@@ -166,11 +170,43 @@ mod x86 {
     use super::super::quant::{QActs, QK, QMatrix, WeightKind};
     use super::TILE_ROWS;
 
+    /// [`attention::attend`] compiled for AVX-512.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+    pub(super) fn attend_avx512(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        len: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        super::attention::attend(q, keys, values, len, scale, out);
+    }
+
+    /// [`attention::attend`] compiled for AVX2 + FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn attend_avx2(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        len: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        super::attention::attend(q, keys, values, len, scale, out);
+    }
+
+    /// Rows ahead of the current tile whose weights are prefetched (the hardware prefetchers
+    /// alone leave the first loads of every row waiting on memory).
+    const PREFETCH_ROWS: usize = 16;
+
     /// Geometry shared by the tile kernels, read once per call.
     struct Geo {
-        w: *const u8,
-        row_bytes: usize,
-        codes: usize,
+        /// Code, scale and offset sections (see `QMatrix::sections`).
+        codes: *const u8,
+        d: *const u8,
+        m: *const u8,
+        code_stride: usize,
         nbp: usize,
         a: *const u8,
         a_stride: usize,
@@ -180,10 +216,12 @@ mod x86 {
 
     impl Geo {
         fn new(w: &QMatrix, acts: &QActs) -> Self {
+            let s = w.sections();
             Self {
-                w: w.data().as_ptr(),
-                row_bytes: w.row_bytes(),
-                codes: w.codes_bytes(),
+                codes: s.codes,
+                d: s.d,
+                m: s.m,
+                code_stride: w.codes_bytes(),
                 nbp: w.blocks(),
                 a: acts.data().as_ptr(),
                 a_stride: acts.stride(),
@@ -203,6 +241,9 @@ mod x86 {
                 let n = ($rows.end - r0).min(TILE_ROWS);
                 let mut t = $tokens.start;
                 if n == TILE_ROWS {
+                    for g in &geos {
+                        prefetch_rows(g, r0 + PREFETCH_ROWS, TILE_ROWS);
+                    }
                     while t + 4 <= $tokens.end {
                         let mut out = [[[0f32; TILE_ROWS]; M]; 4];
                         for m in 0..M {
@@ -286,6 +327,24 @@ mod x86 {
         drive!(ws, rows, acts, tokens, sink, tile256);
     }
 
+    /// Prefetches the codes and scales of `n` rows from row `r` on into L1 (addresses past the
+    /// matrix are harmless: prefetches never fault).
+    #[inline]
+    #[target_feature(enable = "sse")]
+    fn prefetch_rows(g: &Geo, r: usize, n: usize) {
+        let lines = |base: *const u8, stride: usize| {
+            let start = base.wrapping_add(r * stride);
+            let mut off = 0;
+            while off < n * stride {
+                _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off).cast());
+                off += 64;
+            }
+        };
+        lines(g.codes, g.code_stride);
+        lines(g.d, 2 * g.nbp);
+        lines(g.m, 2 * g.nbp);
+    }
+
     /// Dot products of rows `r0..r0+R` with activation rows `t0..t0+C`: `out[c][r]`.
     ///
     /// Per group of up to 16 blocks the combined scales `dw * da` are formed once per
@@ -303,14 +362,16 @@ mod x86 {
         let shifts = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
         let two = _mm512_set1_epi32(2);
         let minus128 = _mm512_set1_ps(-128.0);
-        // SAFETY (all raw loads below): rows `r0..r0+R` < rows and tokens `t0..t0+C` < rows of
-        // the activations were checked by `matmul`; every offset stays inside a row (codes up
-        // to `codes`, scales up to `2 * nbp` bytes after it, activation scales up to
-        // `a_count` f32), except the masked scale loads whose masked-off lanes are not accessed.
-        let wrow: [*const u8; R] =
-            std::array::from_fn(|r| unsafe { g.w.add((r0 + r) * g.row_bytes) });
-        let arow: [*const u8; C] =
-            std::array::from_fn(|c| unsafe { g.a.add((t0 + c) * g.a_stride) });
+        // SAFETY (all raw loads below): rows `r0..r0+R` of the matrix and rows `t0..t0+C` of the
+        // activations exist (checked by `matmul`); every load stays inside its row of the
+        // section (codes: `code_stride` bytes, scales: `2 * nbp` bytes, activation scales:
+        // `a_count` f32 each for `d` and `s`), except masked scale loads, whose masked-off
+        // lanes are not accessed.
+        let wc: [*const u8; R] =
+            std::array::from_fn(|r| g.codes.wrapping_add((r0 + r) * g.code_stride));
+        let wd: [*const u8; R] = std::array::from_fn(|r| g.d.wrapping_add((r0 + r) * 2 * g.nbp));
+        let wm: [*const u8; R] = std::array::from_fn(|r| g.m.wrapping_add((r0 + r) * 2 * g.nbp));
+        let arow: [*const u8; C] = std::array::from_fn(|c| g.a.wrapping_add((t0 + c) * g.a_stride));
         let mut b0 = 0;
         while b0 < g.nbp {
             let nblk = (g.nbp - b0).min(16);
@@ -321,23 +382,20 @@ mod x86 {
             };
             let mut scale = [[_mm512_setzero_ps(); C]; R];
             for r in 0..R {
+                // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                 let dw = unsafe {
-                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
-                        kmask,
-                        wrow[r].add(g.codes + 2 * b0).cast(),
-                    ))
+                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(kmask, wd[r].add(2 * b0).cast()))
                 };
                 let mw = if U8 {
                     _mm512_mul_ps(dw, minus128)
                 } else {
+                    // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                     unsafe {
-                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
-                            kmask,
-                            wrow[r].add(g.codes + 2 * g.nbp + 2 * b0).cast(),
-                        ))
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(kmask, wm[r].add(2 * b0).cast()))
                     }
                 };
                 for c in 0..C {
+                    // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                     let (da, sa) = unsafe {
                         let p = arow[c].add(g.a_scales).cast::<f32>().add(b0);
                         (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(g.a_count)))
@@ -349,14 +407,16 @@ mod x86 {
             let mut idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
             let mut b = b0;
             while b < b0 + nblk {
+                // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                 let av: [__m512i; C] = std::array::from_fn(|c| unsafe {
                     _mm512_loadu_si512(arow[c].add(b * QK).cast())
                 });
                 for r in 0..R {
                     let wv = if U8 {
-                        unsafe { _mm512_loadu_si512(wrow[r].add(b * QK).cast()) }
+                        // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
+                        unsafe { _mm512_loadu_si512(wc[r].add(b * QK).cast()) }
                     } else {
-                        let raw = unsafe { _mm256_loadu_si256(wrow[r].add(b * QK / 2).cast()) };
+                        let raw = unsafe { _mm256_loadu_si256(wc[r].add(b * QK / 2).cast()) };
                         let raw = _mm512_broadcast_i64x4(raw);
                         _mm512_and_si512(_mm512_srlv_epi16(raw, shifts), nib)
                     };
@@ -394,10 +454,11 @@ mod x86 {
         let ones = _mm256_set1_epi16(1);
         // SAFETY: as in `tile512`; scale loads of a partial group go through a zero-filled
         // stack copy instead of reading past the row.
-        let wrow: [*const u8; R] =
-            std::array::from_fn(|r| unsafe { g.w.add((r0 + r) * g.row_bytes) });
-        let arow: [*const u8; C] =
-            std::array::from_fn(|c| unsafe { g.a.add((t0 + c) * g.a_stride) });
+        let wc: [*const u8; R] =
+            std::array::from_fn(|r| g.codes.wrapping_add((r0 + r) * g.code_stride));
+        let wd: [*const u8; R] = std::array::from_fn(|r| g.d.wrapping_add((r0 + r) * 2 * g.nbp));
+        let wm: [*const u8; R] = std::array::from_fn(|r| g.m.wrapping_add((r0 + r) * 2 * g.nbp));
+        let arow: [*const u8; C] = std::array::from_fn(|c| g.a.wrapping_add((t0 + c) * g.a_stride));
         let load_f16x8 = |p: *const u8, n: usize| -> __m256 {
             if n == 8 {
                 // SAFETY: 8 f16 values inside the row (see above).
@@ -414,13 +475,14 @@ mod x86 {
             let nblk = (g.nbp - b0).min(8);
             let mut scale = [[_mm256_setzero_ps(); C]; R];
             for r in 0..R {
-                let dw = load_f16x8(unsafe { wrow[r].add(g.codes + 2 * b0) }, nblk);
+                let dw = load_f16x8(wd[r].wrapping_add(2 * b0), nblk);
                 let mw = if U8 {
                     _mm256_setzero_ps()
                 } else {
-                    load_f16x8(unsafe { wrow[r].add(g.codes + 2 * g.nbp + 2 * b0) }, nblk)
+                    load_f16x8(wm[r].wrapping_add(2 * b0), nblk)
                 };
                 for c in 0..C {
+                    // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                     let (da, sa) = unsafe {
                         let p = arow[c].add(g.a_scales).cast::<f32>().add(b0);
                         (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(g.a_count)))
@@ -434,9 +496,11 @@ mod x86 {
             let mut j = 0;
             while j < nblk {
                 let b = b0 + j;
+                // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                 let a0: [__m256i; C] = std::array::from_fn(|c| unsafe {
                     _mm256_loadu_si256(arow[c].add(b * QK).cast())
                 });
+                // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                 let a1: [__m256i; C] = std::array::from_fn(|c| unsafe {
                     _mm256_loadu_si256(arow[c].add((b + 1) * QK).cast())
                 });
@@ -444,14 +508,15 @@ mod x86 {
                 let i1 = _mm256_set1_epi32(j as i32 + 1);
                 for r in 0..R {
                     let (p0, p1): ([__m256i; C], [__m256i; C]) = if U8 {
+                        // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
                         let (x0, x1) = unsafe {
                             (
                                 _mm256_xor_si256(
-                                    _mm256_loadu_si256(wrow[r].add(b * QK).cast()),
+                                    _mm256_loadu_si256(wc[r].add(b * QK).cast()),
                                     flip,
                                 ),
                                 _mm256_xor_si256(
-                                    _mm256_loadu_si256(wrow[r].add((b + 1) * QK).cast()),
+                                    _mm256_loadu_si256(wc[r].add((b + 1) * QK).cast()),
                                     flip,
                                 ),
                             )
@@ -466,7 +531,8 @@ mod x86 {
                             }),
                         )
                     } else {
-                        let raw = unsafe { _mm256_loadu_si256(wrow[r].add(b * QK / 2).cast()) };
+                        // SAFETY: inside the rows checked by `matmul` (see the kernel comment).
+                        let raw = unsafe { _mm256_loadu_si256(wc[r].add(b * QK / 2).cast()) };
                         let w0 = _mm256_and_si256(raw, nib);
                         let w1 = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nib);
                         (
@@ -511,7 +577,7 @@ mod x86 {
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn quantize_row_avx2(x: &[f32], row: &mut [u8], kp: usize, nb16: usize) {
-        assert!(x.len() % QK == 0 && x.len() <= kp && row.len() >= kp + 8 * nb16);
+        assert!(x.len().is_multiple_of(QK) && x.len() <= kp && row.len() >= kp + 8 * nb16);
         let nb = x.len() / QK;
         let (codes, scales) = row.split_at_mut(kp);
         let (ds, ss) = scales.split_at_mut(4 * nb16);
@@ -564,6 +630,27 @@ mod x86 {
     }
 }
 
+/// Causal softmax attention of one query head, see [`attention::attend`]; `kv` is
+/// `(keys, values, positions)` from `KvCache::head`.
+pub(crate) fn attend(
+    isa: Isa,
+    q: &[f32],
+    kv: (&[f32], &[f32], usize),
+    scale: f32,
+    out: &mut [f32],
+) {
+    let (keys, values, len) = kv;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512` / `Isa::Avx2` are only used after run-time detection.
+        Isa::Avx512 => unsafe { x86::attend_avx512(q, keys, values, len, scale, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::attend_avx2(q, keys, values, len, scale, out) },
+        _ => attention::attend(q, keys, values, len, scale, out),
+    }
+}
+
 /// `e^x` to about 1e-7 relative error (Cephes polynomial), written so loops over it vectorize.
 #[inline(always)]
 pub(crate) fn exp_approx(x: f32) -> f32 {
@@ -572,11 +659,13 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     let t = x * std::f32::consts::LOG2_E + MAGIC;
     let n = t - MAGIC;
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    // ln 2 split in a part exact in f32 and the rest (Cody-Waite), then the Cephes expf
+    // polynomial on [-ln2/2, ln2/2].
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
+        + 0.166_666_66)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let y = p * r * r + r + 1.0;
     f32::from_bits((y.to_bits() as i32).wrapping_add(ni << 23) as u32)
 }
@@ -604,12 +693,4 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
-}
-
-/// `y += a * x`.
-#[inline]
-pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
 }
