@@ -15,7 +15,7 @@ pub mod conformance;
 
 pub use entities::*;
 pub use memory::MemoryStore;
-use nexus_common::{CompanionId, ConversationId};
+use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -132,4 +132,54 @@ pub trait Store: Send + Sync {
     fn delete_setting(&self, key: &str) -> Result<()>;
     /// All settings, sorted by key.
     fn settings(&self) -> Result<Vec<(String, String)>>;
+
+    /// Messages of a conversation by chronological position: `limit` messages starting at the
+    /// `start`-th (0-based). Used to summarize old parts of long conversations.
+    fn messages_range(&self, conversation: ConversationId, start: usize, limit: usize) -> Result<Vec<Message>>;
+
+    // --- long-term memory ---
+    /// Inserts a memory; its companion must exist.
+    fn insert_memory(&self, memory: &MemoryItem) -> Result<()>;
+    /// Replaces a memory's fields (matched by id; `created_at` is kept).
+    fn update_memory(&self, memory: &MemoryItem) -> Result<()>;
+    /// Inserts `new` and marks `old` as superseded by it, atomically.
+    fn supersede_memory(&self, old: MemoryId, new: &MemoryItem) -> Result<()>;
+    /// The memory with this id.
+    fn memory(&self, id: MemoryId) -> Result<MemoryItem>;
+    /// A companion's memories, oldest first; superseded ones only if asked for.
+    fn list_memories(&self, companion: CompanionId, include_superseded: bool) -> Result<Vec<MemoryItem>>;
+    /// Deletes memories for good (forgetting), including from the history of superseded
+    /// versions and the reply records. Missing ids are ignored. Returns how many were deleted.
+    fn delete_memories(&self, ids: &[MemoryId]) -> Result<usize>;
+    /// Records which memories informed a reply (and stamps their `last_used_at` with `at`).
+    fn record_memories_used(&self, reply: MessageId, memories: &[MemoryId], at: Timestamp) -> Result<()>;
+    /// The memories recorded for a reply, in the order given.
+    fn memories_used(&self, reply: MessageId) -> Result<Vec<MemoryId>>;
+
+    // --- persona evolution ---
+    /// The persona state of a companion, if one was saved.
+    fn persona_state(&self, companion: CompanionId) -> Result<Option<PersonaState>>;
+    /// Saves the state and appends the changes to the history, atomically.
+    fn save_persona_state(&self, state: &PersonaState, changes: &[PersonaChange]) -> Result<()>;
+    /// The newest `limit` changes (all if `None`), oldest first.
+    fn persona_history(&self, companion: CompanionId, limit: Option<usize>) -> Result<Vec<PersonaChange>>;
+
+    // --- rolling summaries ---
+    /// The newest summary of a conversation.
+    fn latest_summary(&self, conversation: ConversationId) -> Result<Option<ConversationSummary>>;
+    /// Stores a summary (a newer one replaces the older for `latest_summary`).
+    fn save_summary(&self, summary: &ConversationSummary) -> Result<()>;
+
+    // --- companion assets ---
+    /// Stores an asset (replacing one with the same name); its companion must exist.
+    fn put_asset(&self, asset: &CompanionAsset) -> Result<()>;
+    /// A companion's assets, sorted by name.
+    fn assets(&self, companion: CompanionId) -> Result<Vec<CompanionAsset>>;
+    /// Deletes one asset; a missing one is not an error.
+    fn delete_asset(&self, companion: CompanionId, name: &str) -> Result<()>;
+
+    // --- privacy ---
+    /// Deletes everything the user owns. A persistent store must leave no user text behind in
+    /// its files (free pages, journals).
+    fn wipe(&self) -> Result<()>;
 }
