@@ -280,3 +280,193 @@ pub struct CompanionAsset {
     /// The bytes (at most 20 MB).
     pub bytes: Vec<u8>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rules every store enforces on the schema-version-2 entities (like `Companion::validate`).
+// ---------------------------------------------------------------------------------------------
+
+/// Fails unless `value` is a finite number in [0, 1].
+fn check_unit_interval(what: &str, value: f32) -> Result<()> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{what} must be a number from 0 to 1, not {value}"
+        )))
+    }
+}
+
+/// Fails if `value` does not fit a signed 64-bit integer (what persistent stores can hold).
+fn check_fits_i64(what: &str, value: u64) -> Result<()> {
+    if i64::try_from(value).is_ok() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{what} is too large ({value}, at most {})",
+            i64::MAX
+        )))
+    }
+}
+
+impl MemoryItem {
+    /// The longest text of a memory, in characters.
+    pub const MAX_TEXT_CHARS: usize = 2_000;
+
+    /// Checks the rules every store enforces: a non-blank text of at most
+    /// [`MemoryItem::MAX_TEXT_CHARS`] characters, an importance in [0, 1] and an embedding of
+    /// finite numbers (an empty embedding is fine).
+    pub fn validate(&self) -> Result<()> {
+        if self.text.trim().is_empty() {
+            return Err(StoreError::Invalid("a memory needs a text".into()));
+        }
+        let chars = self.text.chars().count();
+        if chars > Self::MAX_TEXT_CHARS {
+            return Err(StoreError::Invalid(format!(
+                "a memory's text has at most {} characters, this one has {chars}",
+                Self::MAX_TEXT_CHARS
+            )));
+        }
+        check_unit_interval("a memory's importance", self.importance)?;
+        if let Some((i, value)) = self
+            .embedding
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+        {
+            return Err(StoreError::Invalid(format!(
+                "a memory's embedding must consist of finite numbers (value {i} is {value})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`MemoryItem::validate`], plus the rule for memories that are being added
+    /// ([`Store::insert_memory`](crate::Store::insert_memory) and the new memory of
+    /// [`Store::supersede_memory`](crate::Store::supersede_memory)): they are not superseded yet.
+    /// Only `supersede_memory` marks a memory as superseded, so the versions of a fact always
+    /// form one chain, newest last.
+    pub fn validate_new(&self) -> Result<()> {
+        self.validate()?;
+        match self.superseded_by {
+            None => Ok(()),
+            Some(_) => Err(StoreError::Invalid(
+                "a new memory cannot be superseded already (supersede_memory marks the old one)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl PersonaState {
+    /// Checks the rules every store enforces: trait names are not blank, trait scores,
+    /// `familiarity` and `trust` are numbers in [0, 1], and `exchanges` fits a signed 64-bit
+    /// integer.
+    pub fn validate(&self) -> Result<()> {
+        for (name, score) in &self.traits {
+            if name.trim().is_empty() {
+                return Err(StoreError::Invalid("a persona trait needs a name".into()));
+            }
+            check_unit_interval(&format!("the score of the trait {name:?}"), *score)?;
+        }
+        if self.locked.iter().any(|name| name.trim().is_empty()) {
+            return Err(StoreError::Invalid(
+                "a locked persona trait needs a name".into(),
+            ));
+        }
+        check_unit_interval("familiarity", self.familiarity)?;
+        check_unit_interval("trust", self.trust)?;
+        check_fits_i64("the number of exchanges", self.exchanges)
+    }
+
+    /// The input checks of [`Store::save_persona_state`](crate::Store::save_persona_state):
+    /// [`PersonaState::validate`], [`PersonaChange::validate`] of each change, and every change
+    /// belongs to the state's companion.
+    pub fn validate_save(&self, changes: &[PersonaChange]) -> Result<()> {
+        self.validate()?;
+        for change in changes {
+            change.validate()?;
+            if change.companion_id != self.companion_id {
+                return Err(StoreError::Invalid(
+                    "a persona change belongs to another companion than the state".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PersonaChange {
+    /// Checks the rules every store enforces: a non-blank field and finite old and new values.
+    pub fn validate(&self) -> Result<()> {
+        if self.field.trim().is_empty() {
+            return Err(StoreError::Invalid(
+                "a persona change needs the name of the field that changed".into(),
+            ));
+        }
+        for (which, value) in [("old", self.old), ("new", self.new)] {
+            if !value.is_finite() {
+                return Err(StoreError::Invalid(format!(
+                    "the {which} value of a change of {:?} must be a finite number, not {value}",
+                    self.field
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConversationSummary {
+    /// Checks the rules every store enforces: `covered_messages` fits a signed 64-bit integer.
+    pub fn validate(&self) -> Result<()> {
+        let covered = u64::try_from(self.covered_messages).unwrap_or(u64::MAX);
+        check_fits_i64("the number of messages a summary covers", covered)
+    }
+}
+
+impl CompanionAsset {
+    /// The largest asset, in bytes (20 MiB).
+    pub const MAX_BYTES: usize = 20 * 1024 * 1024;
+    /// The longest asset name, in characters.
+    pub const MAX_NAME_CHARS: usize = 255;
+
+    /// Checks the rules every store enforces: the name is a relative path that stays inside
+    /// the companion's folder when the card is exported (not blank, at most
+    /// [`CompanionAsset::MAX_NAME_CHARS`] characters, no leading `/` or `\`, no `..` component,
+    /// no control characters), and the asset has at most [`CompanionAsset::MAX_BYTES`] bytes.
+    pub fn validate(&self) -> Result<()> {
+        check_asset_name(&self.name)?;
+        if self.bytes.len() > Self::MAX_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "the asset {:?} is too large ({} bytes, at most {})",
+                self.name,
+                self.bytes.len(),
+                Self::MAX_BYTES
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_asset_name(name: &str) -> Result<()> {
+    let invalid = |why: &str| Err(StoreError::Invalid(format!("asset name {name:?}: {why}")));
+    if name.trim().is_empty() {
+        return Err(StoreError::Invalid("an asset needs a name".into()));
+    }
+    if name.chars().count() > CompanionAsset::MAX_NAME_CHARS {
+        return invalid(&format!(
+            "at most {} characters",
+            CompanionAsset::MAX_NAME_CHARS
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return invalid("no control characters");
+    }
+    if name.starts_with(['/', '\\']) {
+        return invalid("it must be a relative path (no leading '/')");
+    }
+    // Both separators: a card exported on Windows must not escape its folder either.
+    if name.split(['/', '\\']).any(|part| part == "..") {
+        return invalid("no '..' components");
+    }
+    Ok(())
+}
