@@ -9,6 +9,8 @@
 
 pub mod cards;
 pub mod engine;
+pub mod evolve;
+pub mod memory;
 pub mod persona;
 pub mod prompt;
 
