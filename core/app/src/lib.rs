@@ -7,6 +7,7 @@
 //!
 //! Must not contain: terminal or UI code, platform APIs (they come in through ports).
 
+pub mod archive;
 #[cfg(feature = "native")]
 pub mod native;
 
