@@ -53,6 +53,8 @@ impl CliError {
                 code::USAGE
             }
             CliError::App(AppError::Companion(_)) => code::USAGE,
+            // A card that cannot be read (or written) is bad input.
+            CliError::App(AppError::Card(_)) => code::USAGE,
             CliError::App(AppError::Store(_)) => code::DATA,
             CliError::App(AppError::Models(_) | AppError::Model(_) | AppError::NoModel) => {
                 code::MODEL
@@ -77,6 +79,9 @@ impl CliError {
             CliError::App(AppError::UnknownCompanion { .. }) => {
                 Some("`nexus companion list` shows your companions".into())
             }
+            CliError::App(AppError::Card(nexus_app::CardError::NameTaken(_))) => Some(
+                "import it under another name: `nexus card import FILE --name NEW`".into(),
+            ),
             _ => None,
         }
     }

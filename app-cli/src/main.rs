@@ -2,6 +2,7 @@
 //!
 //! A thin shell over `nexus-app`: argument parsing, terminal input and output, exit codes.
 
+mod cards;
 mod chat;
 mod commands;
 mod error;
@@ -50,6 +51,9 @@ enum Command {
     Companion(commands::CompanionCmd),
     /// Show the messages of a conversation.
     History(commands::HistoryArgs),
+    /// Import and export character cards (PNG, JSON, CHARX).
+    #[command(subcommand)]
+    Card(cards::CardCmd),
     /// Fetch, verify and list the model files.
     #[command(subcommand)]
     Models(commands::ModelsCmd),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::run(&config, args, started),
         Command::Companion(cmd) => commands::companion(&config, cmd),
         Command::History(args) => commands::history(&config, args),
+        Command::Card(cmd) => cards::card(&config, cmd),
         Command::Models(cmd) => commands::models(&config, cmd),
     };
     match result {

@@ -7,12 +7,17 @@
 //!
 //! Must not contain: terminal or UI code, platform APIs (they come in through ports).
 
+pub mod archive;
 #[cfg(feature = "native")]
 pub mod native;
 
 use std::sync::Arc;
 
 use nexus_common::{Clock, ConversationId};
+use nexus_companion::cards;
+pub use nexus_companion::cards::{
+    CardError, CardFormat, CardSpec, ImportSummary, MAX_CARD_BYTES, too_large_file,
+};
 use nexus_companion::persona;
 pub use nexus_companion::{ChatSettings, CompanionDraft, CompanionPatch, Reply};
 use nexus_companion::{CompanionError, ConversationEngine};
@@ -45,6 +50,9 @@ pub enum AppError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] nexus_inference::InferenceError),
+    /// A character card cannot be read (bad input) or written.
+    #[error(transparent)]
+    Card(CardError),
     /// Fetching or verifying models failed.
     #[cfg(feature = "native")]
     #[error(transparent)]
@@ -65,6 +73,15 @@ impl From<CompanionError> for AppError {
             CompanionError::Store(s) => AppError::Store(s),
             CompanionError::Model(m) => AppError::Model(m),
             other => AppError::Companion(other),
+        }
+    }
+}
+
+impl From<CardError> for AppError {
+    fn from(e: CardError) -> Self {
+        match e {
+            CardError::Store(s) => AppError::Store(s),
+            other => AppError::Card(other),
         }
     }
 }
@@ -208,6 +225,35 @@ impl Nexus {
         Ok(c)
     }
 
+    // ---- character cards ----
+
+    /// Imports a character card file (PNG, JSON or CHARX; V1, V2 or V3) as a new companion,
+    /// named `name` or after the card, with its picture and assets. Fails with
+    /// [`CardError::NameTaken`] if the name is taken. The first companion becomes the active one.
+    pub fn import_card(
+        &self,
+        bytes: &[u8],
+        name: Option<&str>,
+    ) -> Result<(Companion, ImportSummary)> {
+        let first = self.store.list_companions()?.is_empty();
+        let (companion, summary) = cards::import(&*self.store, &*self.clock, bytes, name)?;
+        if first {
+            self.set_active_companion(&companion)?;
+        }
+        Ok((companion, summary))
+    }
+
+    /// A companion (by name or id) as a character card file in `format`.
+    pub fn export_card(
+        &self,
+        name_or_id: &str,
+        format: CardFormat,
+    ) -> Result<(Companion, Vec<u8>)> {
+        let companion = self.find_companion(name_or_id)?;
+        let bytes = cards::export(&*self.store, &companion, format)?;
+        Ok((companion, bytes))
+    }
+
     // ---- conversations ----
 
     /// The companion's most recent conversation, or a new one (opening with the greeting).
@@ -324,5 +370,45 @@ mod tests {
             .expect("send");
         assert_eq!(r.reply_message.map(|m| m.text), Some("Hello!".into()));
         assert_eq!(app.messages(conv.id, None).expect("messages").len(), 3);
+    }
+
+    #[test]
+    fn cards_import_and_export_and_name_conflicts_are_clear() {
+        let app = app();
+        let card = br#"{"spec":"chara_card_v2","spec_version":"2.0",
+            "data":{"name":"Mira","description":"A gardener.","first_mes":"Hello {{user}}!"}}"#;
+        let (mira, summary) = app.import_card(card, None).expect("import");
+        assert_eq!((mira.name.as_str(), summary.spec), ("Mira", CardSpec::V2));
+        assert_eq!(
+            app.companion_or_default(None).expect("active").id,
+            mira.id,
+            "the first companion becomes the active one"
+        );
+        let err = app.import_card(card, None).expect_err("taken");
+        assert!(
+            matches!(err, AppError::Card(CardError::NameTaken(_))),
+            "{err}"
+        );
+        let (copy, _) = app.import_card(card, Some("Mira 2")).expect("renamed");
+        assert_eq!(copy.name, "Mira 2");
+        let (_, json) = app.export_card("mira 2", CardFormat::Json).expect("export");
+        let json = String::from_utf8(json).expect("UTF-8");
+        for expected in [
+            r#""spec": "chara_card_v3""#,
+            r#""name": "Mira 2""#,
+            r#""first_mes": "Hello {{user}}!""#,
+        ] {
+            assert!(json.contains(expected), "{expected} in {json}");
+        }
+        let conv = app.new_conversation(&mira).expect("conversation");
+        assert_eq!(
+            app.messages(conv.id, None).expect("messages")[0].text,
+            "Hello User!",
+            "card greetings have their macros replaced"
+        );
+        assert!(matches!(
+            app.import_card(b"not a card", None),
+            Err(AppError::Card(CardError::NotACard(_)))
+        ));
     }
 }

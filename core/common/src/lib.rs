@@ -129,6 +129,10 @@ define_id!(
     /// Identifies a message.
     MessageId
 );
+define_id!(
+    /// Identifies a long-term memory item.
+    MemoryId
+);
 
 #[cfg(test)]
 mod tests {

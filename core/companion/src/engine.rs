@@ -8,8 +8,9 @@ use nexus_inference::{
 use nexus_store::{Companion, Conversation, Message, Role, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::cards::prompt::{assemble_for, greeting};
 use crate::persona::system_prompt;
-use crate::prompt::{PromptPlan, assemble};
+use crate::prompt::PromptPlan;
 use crate::{CompanionError, Result};
 
 /// Longest accepted user message (characters).
@@ -92,7 +93,8 @@ impl<'a> ConversationEngine<'a> {
                 id: MessageId::new(),
                 conversation_id: conversation.id,
                 role: Role::Assistant,
-                text: companion.greeting.clone(),
+                // `{{char}}`/`{{user}}` of card greetings replaced.
+                text: greeting(companion),
                 created_at: now,
                 token_count: 0,
             }])?;
@@ -141,9 +143,16 @@ impl<'a> ConversationEngine<'a> {
         let budget = llm
             .context_length()
             .saturating_sub(self.settings.max_reply_tokens);
-        let plan = assemble(&system_prompt(&companion), &history, text, budget, &|s| {
-            llm.count_tokens(s)
-        });
+        // Companions made from a character card add the card's system prompt, scenario,
+        // examples, lorebook and post-history instructions (plain `assemble` otherwise).
+        let plan = assemble_for(
+            &companion,
+            &system_prompt(&companion),
+            &history,
+            text,
+            budget,
+            &|s| llm.count_tokens(s),
+        );
         let request = GenerateRequest {
             messages: plan.messages.clone(),
             max_tokens: self.settings.max_reply_tokens,

@@ -7,7 +7,10 @@
 //! Sans-IO: it talks to storage and models only through the `Store` and `LanguageModel` ports,
 //! and to time through `Clock`. Must not depend on: SQLite, model files, the terminal, threads.
 
+pub mod cards;
 pub mod engine;
+pub mod evolve;
+pub mod memory;
 pub mod persona;
 pub mod prompt;
 

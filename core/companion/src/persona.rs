@@ -86,6 +86,7 @@ pub fn create(store: &dyn Store, clock: &dyn Clock, draft: &CompanionDraft) -> R
         personality: check_field("personality", &draft.personality)?,
         speaking_style: check_field("speaking style", &draft.speaking_style)?,
         greeting: check_field("greeting", &draft.greeting)?,
+        card: None,
         created_at: now,
         updated_at: now,
     };

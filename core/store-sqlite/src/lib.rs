@@ -9,14 +9,22 @@
 //! (companion logic, inference, app); nothing in the core may depend on it: only the app shells
 //! pick it.
 
+mod assets;
 mod error;
+mod memories;
+mod persona;
 mod schema;
+mod summaries;
+mod wipe;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use nexus_common::{CompanionId, ConversationId, Timestamp};
-use nexus_store::{Companion, Conversation, Message, Result, Role, Store, StoreError};
+use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_store::{
+    Companion, CompanionAsset, Conversation, ConversationSummary, MemoryItem, Message,
+    PersonaChange, PersonaState, Result, Role, Store, StoreError,
+};
 use rusqlite::params;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
@@ -113,7 +121,7 @@ impl<T> DbResult<T> for rusqlite::Result<T> {
 }
 
 const COMPANION_COLUMNS: &str =
-    "id, name, description, personality, speaking_style, greeting, created_at, updated_at";
+    "id, name, description, personality, speaking_style, greeting, created_at, updated_at, card";
 const CONVERSATION_COLUMNS: &str = "id, companion_id, title, created_at, updated_at";
 
 fn companion_row(row: &Row<'_>) -> rusqlite::Result<Companion> {
@@ -124,6 +132,10 @@ fn companion_row(row: &Row<'_>) -> rusqlite::Result<Companion> {
         personality: row.get(3)?,
         speaking_style: row.get(4)?,
         greeting: row.get(5)?,
+        card: row
+            .get::<_, Option<String>>(8)?
+            .map(|json| json_value(8, &json))
+            .transpose()?,
         created_at: Timestamp(row.get(6)?),
         updated_at: Timestamp(row.get(7)?),
     })
@@ -154,8 +166,51 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 /// An id stored as text.
 fn id_at<T: std::str::FromStr>(row: &Row<'_>, column: usize) -> rusqlite::Result<T> {
     let text: String = row.get(column)?;
+    parse_id(column, &text)
+}
+
+/// An id stored as text, or NULL.
+fn optional_id_at<T: std::str::FromStr>(
+    row: &Row<'_>,
+    column: usize,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|text| parse_id(column, &text)).transpose()
+}
+
+fn parse_id<T: std::str::FromStr>(column: usize, text: &str) -> rusqlite::Result<T> {
     text.parse()
         .map_err(|_| bad_value(column, format!("malformed id {text:?}")))
+}
+
+/// A value stored as JSON text.
+fn json_value<T: serde::de::DeserializeOwned>(column: usize, json: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(json).map_err(|e| bad_value(column, format!("malformed JSON: {e}")))
+}
+
+/// A value as JSON text for storage.
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Invalid(format!("cannot be stored as JSON: {e}")))
+}
+
+/// A count or size as an SQLite integer.
+fn sql_int(what: &str, value: impl TryInto<i64>) -> Result<i64> {
+    value
+        .try_into()
+        .map_err(|_| StoreError::Invalid(format!("{what} is too large to store")))
+}
+
+/// An SQLite integer as a count or size.
+fn int_at<T: TryFrom<i64>>(row: &Row<'_>, column: usize) -> rusqlite::Result<T> {
+    let value: i64 = row.get(column)?;
+    T::try_from(value).map_err(|_| bad_value(column, format!("out of range: {value}")))
+}
+
+/// A list of ids as a JSON array of strings, to pass a list as one parameter (`json_each`).
+fn id_list<T: std::fmt::Display>(ids: &[T]) -> Result<String> {
+    let strings: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    to_json(&strings)
 }
 
 fn check_companion(conn: &Connection, id: CompanionId) -> Result<()> {
@@ -168,6 +223,20 @@ fn check_companion(conn: &Connection, id: CompanionId) -> Result<()> {
     } else {
         Err(StoreError::not_found("companion", id))
     }
+}
+
+/// The companion of the conversation of a message.
+fn message_companion(conn: &Connection, id: MessageId) -> Result<CompanionId> {
+    conn.prepare_cached(
+        "SELECT c.companion_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row([id.to_string()], |row| id_at(row, 0))
+            .optional()
+    })
+    .db()?
+    .ok_or_else(|| StoreError::not_found("message", id))
 }
 
 fn check_conversation(conn: &Connection, id: ConversationId) -> Result<()> {
@@ -195,11 +264,12 @@ impl Store for SqliteStore {
     fn create_companion(&self, companion: &Companion) -> Result<()> {
         companion.validate()?;
         let c = companion;
+        let card = c.card.as_ref().map(to_json).transpose()?;
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO companions (id, name, name_key, description, personality,
-                     speaking_style, greeting, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     speaking_style, greeting, created_at, updated_at, card)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -212,6 +282,7 @@ impl Store for SqliteStore {
                     c.greeting,
                     c.created_at.0,
                     c.updated_at.0,
+                    card,
                 ])
             })
             .map_err(|e| or_conflict(e, |detail| companion_conflict(detail, c)))?;
@@ -254,11 +325,13 @@ impl Store for SqliteStore {
     fn update_companion(&self, companion: &Companion) -> Result<()> {
         companion.validate()?;
         let c = companion;
+        let card = c.card.as_ref().map(to_json).transpose()?;
         self.write(|tx| {
             let changed = tx
                 .prepare_cached(
                     "UPDATE companions SET name = ?2, name_key = ?3, description = ?4,
-                         personality = ?5, speaking_style = ?6, greeting = ?7, updated_at = ?8
+                         personality = ?5, speaking_style = ?6, greeting = ?7, updated_at = ?8,
+                         card = ?9
                      WHERE id = ?1",
                 )
                 .and_then(|mut stmt| {
@@ -271,6 +344,7 @@ impl Store for SqliteStore {
                         c.speaking_style,
                         c.greeting,
                         c.updated_at.0,
+                        card,
                     ])
                 })
                 .map_err(|e| or_conflict(e, |detail| companion_conflict(detail, c)))?;
@@ -283,7 +357,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_companion(&self, id: CompanionId) -> Result<()> {
-        // Conversations and messages go with it: ON DELETE CASCADE.
+        // Everything it owns goes with it: ON DELETE CASCADE.
         self.write(|tx| {
             let deleted = tx
                 .execute("DELETE FROM companions WHERE id = ?1", [id.to_string()])
@@ -348,7 +422,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_conversation(&self, id: ConversationId) -> Result<()> {
-        // Its messages go with it: ON DELETE CASCADE.
+        // Its messages, their memory records and its summaries go with it: ON DELETE CASCADE.
         self.write(|tx| {
             let deleted = tx
                 .execute("DELETE FROM conversations WHERE id = ?1", [id.to_string()])
@@ -473,6 +547,119 @@ impl Store for SqliteStore {
                 .db()
         })
     }
+
+    fn messages_range(
+        &self,
+        conversation: ConversationId,
+        start: usize,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let start = i64::try_from(start).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|tx| {
+            check_conversation(tx, conversation)?;
+            tx.prepare_cached(
+                "SELECT id, conversation_id, role, text, created_at, token_count
+                 FROM messages WHERE conversation_id = ?1
+                 ORDER BY created_at, seq LIMIT ?3 OFFSET ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![conversation.to_string(), start, limit], message_row)?
+                    .collect()
+            })
+            .db()
+        })
+    }
+
+    fn insert_memory(&self, memory: &MemoryItem) -> Result<()> {
+        memory.validate_new()?;
+        self.write(|tx| memories::insert(tx, memory))
+    }
+
+    fn update_memory(&self, memory: &MemoryItem) -> Result<()> {
+        memory.validate()?;
+        self.write(|tx| memories::update(tx, memory))
+    }
+
+    fn supersede_memory(&self, old: MemoryId, new: &MemoryItem) -> Result<()> {
+        new.validate_new()?;
+        self.write(|tx| memories::supersede(tx, old, new))
+    }
+
+    fn memory(&self, id: MemoryId) -> Result<MemoryItem> {
+        self.read(|tx| memories::get(tx, id))
+    }
+
+    fn list_memories(
+        &self,
+        companion: CompanionId,
+        include_superseded: bool,
+    ) -> Result<Vec<MemoryItem>> {
+        self.read(|tx| memories::list(tx, companion, include_superseded))
+    }
+
+    fn delete_memories(&self, ids: &[MemoryId]) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| memories::forget(tx, ids))
+    }
+
+    fn record_memories_used(
+        &self,
+        reply: MessageId,
+        memories: &[MemoryId],
+        at: Timestamp,
+    ) -> Result<()> {
+        self.write(|tx| memories::record_uses(tx, reply, memories, at))
+    }
+
+    fn memories_used(&self, reply: MessageId) -> Result<Vec<MemoryId>> {
+        self.read(|tx| memories::uses(tx, reply))
+    }
+
+    fn persona_state(&self, companion: CompanionId) -> Result<Option<PersonaState>> {
+        self.read(|tx| persona::state(tx, companion))
+    }
+
+    fn save_persona_state(&self, state: &PersonaState, changes: &[PersonaChange]) -> Result<()> {
+        state.validate_save(changes)?;
+        self.write(|tx| persona::save(tx, state, changes))
+    }
+
+    fn persona_history(
+        &self,
+        companion: CompanionId,
+        limit: Option<usize>,
+    ) -> Result<Vec<PersonaChange>> {
+        self.read(|tx| persona::history(tx, companion, limit))
+    }
+
+    fn latest_summary(&self, conversation: ConversationId) -> Result<Option<ConversationSummary>> {
+        self.read(|tx| summaries::latest(tx, conversation))
+    }
+
+    fn save_summary(&self, summary: &ConversationSummary) -> Result<()> {
+        summary.validate()?;
+        self.write(|tx| summaries::save(tx, summary))
+    }
+
+    fn put_asset(&self, asset: &CompanionAsset) -> Result<()> {
+        asset.validate()?;
+        self.write(|tx| assets::put(tx, asset))
+    }
+
+    fn assets(&self, companion: CompanionId) -> Result<Vec<CompanionAsset>> {
+        self.read(|tx| assets::list(tx, companion))
+    }
+
+    fn delete_asset(&self, companion: CompanionId, name: &str) -> Result<()> {
+        self.write(|tx| assets::delete(tx, companion, name))
+    }
+
+    fn wipe(&self) -> Result<()> {
+        wipe::wipe(&mut self.lock())
+    }
 }
 
 #[cfg(test)]
@@ -503,6 +690,7 @@ mod tests {
         assert_eq!(pragma("foreign_keys"), "1");
         assert_eq!(pragma("synchronous"), "1", "NORMAL");
         assert_eq!(pragma("busy_timeout"), "5000");
+        assert_eq!(pragma("secure_delete"), "1");
     }
 
     #[test]
@@ -512,8 +700,9 @@ mod tests {
             .lock()
             .execute_batch(
                 "PRAGMA ignore_check_constraints = ON;
-                 INSERT INTO companions VALUES
-                     ('01890000-0000-7000-8000-000000000001', 'M', 'm', '', '', '', '', 1, 1);
+                 INSERT INTO companions (id, name, name_key, description, personality,
+                     speaking_style, greeting, created_at, updated_at)
+                 VALUES ('01890000-0000-7000-8000-000000000001', 'M', 'm', '', '', '', '', 1, 1);
                  INSERT INTO conversations VALUES ('01890000-0000-7000-8000-000000000002',
                      '01890000-0000-7000-8000-000000000001', NULL, 1, 1);
                  INSERT INTO messages (id, conversation_id, role, text, created_at, token_count)
@@ -525,6 +714,36 @@ mod tests {
             "01890000-0000-7000-8000-000000000002".parse().expect("id");
         match store.messages(conversation, None) {
             Err(StoreError::Corrupt(message)) => assert!(message.contains("narrator"), "{message}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn damaged_card_json_and_embeddings_are_reported_as_corrupt() {
+        let store = SqliteStore::open_in_memory().expect("open");
+        let companion: CompanionId = "01890000-0000-7000-8000-000000000001".parse().expect("id");
+        let memory: MemoryId = "01890000-0000-7000-8000-000000000002".parse().expect("id");
+        store
+            .lock()
+            .execute_batch(
+                "PRAGMA ignore_check_constraints = ON;
+                 INSERT INTO companions (id, name, name_key, description, personality,
+                     speaking_style, greeting, created_at, updated_at, card)
+                 VALUES ('01890000-0000-7000-8000-000000000001', 'M', 'm', '', '', '', '', 1, 1,
+                     '{\"name\": ');
+                 INSERT INTO memories (id, companion_id, text, kind, subject, importance, pinned,
+                     embedding, source_message_ids, created_at, updated_at)
+                 VALUES ('01890000-0000-7000-8000-000000000002',
+                     '01890000-0000-7000-8000-000000000001', 't', 'fact', '', 0.5, 0,
+                     x'0000803f00', '[]', 1, 1);",
+            )
+            .expect("write bad rows behind the store's back");
+        match store.companion(companion) {
+            Err(StoreError::Corrupt(message)) => assert!(message.contains("JSON"), "{message}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        match store.memory(memory) {
+            Err(StoreError::Corrupt(message)) => assert!(message.contains("5 bytes"), "{message}"),
             other => panic!("expected Corrupt, got {other:?}"),
         }
     }

@@ -16,7 +16,10 @@ pub(crate) const APPLICATION_ID: i32 = 0x4E58_5553;
 
 /// The migrations in order; a database's schema version (`PRAGMA user_version`) is the number of
 /// migrations applied to it.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("../migrations/001_initial.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/001_initial.sql"),
+    include_str!("../migrations/002_memory_persona.sql"),
+];
 
 /// Makes a freshly opened connection ready for use: checks that the database is a Nexus store
 /// (or empty) that this build understands, sets the connection's pragmas and migrates the schema
@@ -35,6 +38,10 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<()> {
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
         .map_err(db_err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db_err)?;
+    // Deleted content is overwritten with zeros instead of lingering in free pages (the user's
+    // "forget this" and wipe must not leave the text readable in the file).
+    conn.pragma_update(None, "secure_delete", true)
         .map_err(db_err)?;
     if version < MIGRATIONS.len() {
         migrate(conn, MIGRATIONS)?;
@@ -160,10 +167,12 @@ mod tests {
     fn a_later_migration_upgrades_an_old_database_and_keeps_its_data() {
         let mut conn = fresh();
         conn.execute_batch(
-            "INSERT INTO companions VALUES ('c', 'Mira', 'mira', '', '', '', '', 1, 2);
+            "INSERT INTO companions (id, name, name_key, description, personality,
+                 speaking_style, greeting, created_at, updated_at)
+             VALUES ('c', 'Mira', 'mira', '', '', '', '', 1, 2);
              INSERT INTO settings VALUES ('k', 'v');",
         )
-        .expect("data at version 1");
+        .expect("data at the current version");
 
         let next = "ALTER TABLE companions ADD COLUMN avatar TEXT;
                     UPDATE companions SET avatar = 'owl.png';";
@@ -182,7 +191,13 @@ mod tests {
         // This build knows fewer migrations than the database has had: refused.
         match checked_version(&conn, MIGRATIONS.len()) {
             Err(StoreError::TooNew { found, supported }) => {
-                assert_eq!((found, supported), (2, 1));
+                assert_eq!(
+                    (found, supported),
+                    (
+                        version_number(newer.len()),
+                        version_number(MIGRATIONS.len())
+                    )
+                );
             }
             other => panic!("expected TooNew, got {other:?}"),
         }
@@ -195,11 +210,12 @@ mod tests {
         let newer: Vec<&str> = MIGRATIONS.iter().copied().chain([broken]).collect();
         match migrate(&mut conn, &newer) {
             Err(StoreError::Backend(message)) => {
-                assert!(message.contains("schema version 2"), "{message}");
+                let next = format!("schema version {}", newer.len());
+                assert!(message.contains(&next), "{message}");
             }
             other => panic!("expected a Backend error, got {other:?}"),
         }
-        assert_eq!(version(&conn), 1);
+        assert_eq!(version(&conn), version_number(MIGRATIONS.len()));
         let half_done: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'half_done')",
@@ -219,6 +235,6 @@ mod tests {
             migrate(&mut conn, &newer),
             Err(StoreError::Backend(_))
         ));
-        assert_eq!(version(&conn), 1);
+        assert_eq!(version(&conn), version_number(MIGRATIONS.len()));
     }
 }

@@ -3,10 +3,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nexus_common::{CompanionId, ConversationId, MessageId, Timestamp};
-use nexus_store::{Companion, Conversation, Message, Role, Store, StoreError};
+use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_store::{
+    Companion, Conversation, MemoryItem, MemoryKind, Message, PersonaState, Role, Store, StoreError,
+};
 use nexus_store_sqlite::SqliteStore;
 use tempfile::TempDir;
+
+/// The schema version of this build (the number of migrations).
+const CURRENT_VERSION: i64 = 2;
 
 fn temp_file(name: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -22,6 +27,7 @@ fn companion(name: &str) -> Companion {
         personality: "p".to_owned(),
         speaking_style: "s".to_owned(),
         greeting: "g".to_owned(),
+        card: None,
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
     }
@@ -95,10 +101,10 @@ fn reopening_keeps_the_data_and_does_not_migrate_again() {
             .expect("message");
         store.set_setting("theme", "dark").expect("setting");
     }
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), CURRENT_VERSION);
 
     for _ in 0..2 {
-        // Migration 001 creates tables: running it again would fail.
+        // The migrations create tables: running them again would fail.
         let store = SqliteStore::open(&path).expect("reopen");
         assert_eq!(store.list_companions().expect("list"), vec![mira.clone()]);
         assert_eq!(
@@ -110,7 +116,7 @@ fn reopening_keeps_the_data_and_does_not_migrate_again() {
             Some("dark".to_owned())
         );
     }
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), CURRENT_VERSION);
 }
 
 #[test]
@@ -134,7 +140,7 @@ fn a_newer_schema_is_refused() {
         Err(
             error @ StoreError::TooNew {
                 found: 7,
-                supported: 1,
+                supported: CURRENT_VERSION,
             },
         ) => {
             assert!(error.to_string().contains("update Nexus"), "{error}");
@@ -221,4 +227,129 @@ fn a_missing_folder_is_a_clear_error() {
         other => panic!("expected Backend, got {other:?}"),
     }
     assert!(!path.exists());
+}
+
+/// A store written by the first release (schema version 1: migration 001 only, applied the way
+/// that release did) with data in it.
+fn version_1_store(path: &Path) {
+    let conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("journal mode");
+    conn.execute_batch(include_str!("../migrations/001_initial.sql"))
+        .expect("schema version 1");
+    conn.pragma_update(None, "application_id", 0x4E58_5553)
+        .expect("application id");
+    conn.pragma_update(None, "user_version", 1)
+        .expect("user version");
+    conn.execute_batch(
+        "INSERT INTO companions VALUES ('01890000-0000-7000-8000-000000000001', 'Mira', 'mira',
+             'An owl.', 'wise', 'riddles', 'Hoo?', 1000, 2000);
+         INSERT INTO conversations VALUES ('01890000-0000-7000-8000-000000000002',
+             '01890000-0000-7000-8000-000000000001', 'First', 3000, 5000);
+         INSERT INTO messages (id, conversation_id, role, text, created_at, token_count) VALUES
+             ('01890000-0000-7000-8000-000000000003', '01890000-0000-7000-8000-000000000002',
+              'user', 'Hello 🦉', 4000, 3),
+             ('01890000-0000-7000-8000-000000000004', '01890000-0000-7000-8000-000000000002',
+              'assistant', 'Hoo!', 5000, 2);
+         INSERT INTO settings VALUES ('theme', 'dark');",
+    )
+    .expect("version 1 data");
+}
+
+#[test]
+fn a_version_1_store_is_migrated_and_keeps_its_data() {
+    let (_dir, path) = temp_file("nexus.db");
+    version_1_store(&path);
+    assert_eq!(user_version(&path), 1);
+
+    let store = SqliteStore::open(&path).expect("open a version 1 store");
+    assert_eq!(user_version(&path), CURRENT_VERSION);
+    let mira = store
+        .companion_by_name("mira")
+        .expect("by name")
+        .expect("the companion is kept");
+    assert_eq!(
+        mira,
+        Companion {
+            id: "01890000-0000-7000-8000-000000000001".parse().expect("id"),
+            name: "Mira".to_owned(),
+            description: "An owl.".to_owned(),
+            personality: "wise".to_owned(),
+            speaking_style: "riddles".to_owned(),
+            greeting: "Hoo?".to_owned(),
+            card: None,
+            created_at: Timestamp(1000),
+            updated_at: Timestamp(2000),
+        }
+    );
+    let conversation: ConversationId = "01890000-0000-7000-8000-000000000002".parse().expect("id");
+    let messages = store.messages(conversation, None).expect("messages");
+    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["Hello 🦉", "Hoo!"]);
+    assert_eq!(
+        store.setting("theme").expect("setting"),
+        Some("dark".to_owned())
+    );
+    assert!(
+        store
+            .list_memories(mira.id, true)
+            .expect("memories")
+            .is_empty()
+    );
+    assert_eq!(store.persona_state(mira.id).expect("persona"), None);
+
+    // The new tables work with the old data.
+    let memory = MemoryItem {
+        id: MemoryId::new(),
+        companion_id: mira.id,
+        text: "The user says hello with an owl.".to_owned(),
+        kind: MemoryKind::Preference,
+        subject: "greeting".to_owned(),
+        importance: 0.4,
+        pinned: false,
+        embedding: vec![0.25; 384],
+        source_message_ids: messages.iter().map(|m| m.id).collect(),
+        created_at: Timestamp(6000),
+        updated_at: Timestamp(6000),
+        last_used_at: None,
+        superseded_by: None,
+    };
+    store.insert_memory(&memory).expect("insert a memory");
+    let reply = messages[1].id;
+    store
+        .record_memories_used(reply, &[memory.id], Timestamp(7000))
+        .expect("record");
+    assert_eq!(store.memories_used(reply).expect("used"), vec![memory.id]);
+    let state = PersonaState {
+        companion_id: mira.id,
+        traits: [("openness".to_owned(), 0.5)].into(),
+        locked: Default::default(),
+        familiarity: 0.1,
+        trust: 0.2,
+        exchanges: 1,
+        updated_at: Timestamp(7000),
+    };
+    store.save_persona_state(&state, &[]).expect("persona");
+    let carded = Companion {
+        card: Some(serde_json::json!({"name": "Mira", "tags": ["owl"]})),
+        ..mira
+    };
+    store.update_companion(&carded).expect("give it a card");
+    drop(store);
+
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(user_version(&path), CURRENT_VERSION);
+    assert_eq!(store.companion(carded.id).expect("companion"), carded);
+    let stored = MemoryItem {
+        last_used_at: Some(Timestamp(7000)),
+        ..memory
+    };
+    assert_eq!(
+        store.list_memories(carded.id, false).expect("memories"),
+        vec![stored]
+    );
+    assert_eq!(
+        store.persona_state(carded.id).expect("persona"),
+        Some(state)
+    );
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nexus_common::{CompanionId, ConversationId, MessageId, Timestamp};
-use nexus_store::{Companion, Conversation, Message, Role, Store};
+use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_store::{Companion, Conversation, MemoryItem, MemoryKind, Message, Role, Store};
 use nexus_store_sqlite::SqliteStore;
 
 /// The store file the writer process writes to; unset in normal test runs.
@@ -30,7 +30,9 @@ const WRITER_MAX_RUNTIME: Duration = Duration::from_secs(30);
 const EXCHANGES_PER_CONVERSATION: u64 = 25;
 
 /// The writer: appends user/assistant exchanges (one transaction each, which also bumps the
-/// conversation) to conversations of its companion, as fast as it can.
+/// conversation) to conversations of its companion, as fast as it can; after each exchange it
+/// supersedes its companion's current memory by a new one (one transaction) and records it as
+/// used by the reply (another).
 #[test]
 #[ignore = "helper process of the other tests in this file, which start it"]
 fn writer_process() {
@@ -49,6 +51,7 @@ fn writer_process() {
 
     let started = Instant::now();
     let mut conversation = ConversationId::new();
+    let mut memory = current_memory(&store, companion.id);
     for n in 0.. {
         if limit.is_some_and(|limit| n >= limit) || started.elapsed() > WRITER_MAX_RUNTIME {
             break;
@@ -74,18 +77,58 @@ fn writer_process() {
             created_at: at,
             token_count: 42,
         };
+        let reply = message(Role::Assistant, &answer, at.plus_millis(5));
         store
-            .append_messages(&[
-                message(Role::User, &question, at),
-                message(Role::Assistant, &answer, at.plus_millis(5)),
-            ])
+            .append_messages(&[message(Role::User, &question, at), reply.clone()])
             .expect("append exchange");
+        let remembered = remember(&store, companion.id, memory, n, at);
+        memory = Some(remembered);
+        store
+            .record_memories_used(reply.id, &[remembered], at)
+            .expect("record the memory used");
         if n == 0 {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{READY}").expect("stdout");
             out.flush().expect("stdout");
         }
     }
+}
+
+/// The companion's current memory (a killed writer's successor continues its chain).
+fn current_memory(store: &dyn Store, companion: CompanionId) -> Option<MemoryId> {
+    let current = store.list_memories(companion, false).expect("memories");
+    assert!(current.len() <= 1, "one chain, one current version");
+    current.first().map(|m| m.id)
+}
+
+/// Supersedes `previous` (or starts the chain) by a new memory; returns its id.
+fn remember(
+    store: &dyn Store,
+    companion: CompanionId,
+    previous: Option<MemoryId>,
+    n: u64,
+    at: Timestamp,
+) -> MemoryId {
+    let memory = MemoryItem {
+        id: MemoryId::new(),
+        companion_id: companion,
+        text: format!("The user has written {n} times. {}", "🦉 ".repeat(200)),
+        kind: MemoryKind::Fact,
+        subject: "exchanges".to_owned(),
+        importance: 0.5,
+        pinned: false,
+        embedding: vec![0.05; 384],
+        source_message_ids: Vec::new(),
+        created_at: at,
+        updated_at: at,
+        last_used_at: None,
+        superseded_by: None,
+    };
+    match previous {
+        Some(old) => store.supersede_memory(old, &memory).expect("supersede"),
+        None => store.insert_memory(&memory).expect("first memory"),
+    }
+    memory.id
 }
 
 fn ensure_companion(store: &dyn Store, name: &str) -> Companion {
@@ -99,6 +142,7 @@ fn ensure_companion(store: &dyn Store, name: &str) -> Companion {
         personality: "diligent".to_owned(),
         speaking_style: "verbose".to_owned(),
         greeting: "Hello!".to_owned(),
+        card: None,
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
     };
@@ -171,12 +215,33 @@ fn check_consistency(path: &Path, name: &str) -> usize {
         })
         .expect("foreign_key_check");
     assert_eq!(broken_references, 0, "foreign_key_check");
+    let (dangling, forks): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM memories m WHERE superseded_by IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM memories n WHERE n.id = m.superseded_by)),
+                    (SELECT count(*) FROM (SELECT superseded_by FROM memories
+                     WHERE superseded_by IS NOT NULL GROUP BY superseded_by HAVING count(*) > 1))",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("memory chains");
+    assert_eq!(dangling, 0, "a memory superseded by a missing one");
+    assert_eq!(forks, 0, "a memory that superseded two");
     drop(conn);
 
     let store = SqliteStore::open(path).expect("open after the writer died");
     let Some(companion) = store.companion_by_name(name).expect("look up") else {
         return 0;
     };
+    let all_memories = store.list_memories(companion.id, true).expect("memories");
+    let current = store.list_memories(companion.id, false).expect("memories");
+    if !all_memories.is_empty() {
+        assert_eq!(
+            current.len(),
+            1,
+            "the chain of versions has exactly one current version"
+        );
+    }
     let mut exchanges = 0;
     for conversation in store
         .list_conversations(companion.id)
@@ -243,6 +308,20 @@ fn a_writer_killed_mid_write_never_leaves_half_an_exchange() {
         );
         exchanges = now;
     }
+    // Each writer remembered after every exchange but maybe its last one.
+    let store = SqliteStore::open(&path).expect("open");
+    let writer = store
+        .companion_by_name("Writer")
+        .expect("look up")
+        .expect("the writer's companion");
+    let versions = store
+        .list_memories(writer.id, true)
+        .expect("memories")
+        .len();
+    assert!(
+        versions <= exchanges && versions + 6 >= exchanges,
+        "{versions} versions of the memory for {exchanges} exchanges"
+    );
 }
 
 #[test]

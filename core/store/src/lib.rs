@@ -9,13 +9,15 @@
 //! Builds for `wasm32-unknown-unknown`.
 
 mod entities;
+mod forgetting;
 mod memory;
 
 pub mod conformance;
 
 pub use entities::*;
+pub use forgetting::Forgetting;
 pub use memory::MemoryStore;
-use nexus_common::{CompanionId, ConversationId};
+use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,21 @@ impl StoreError {
     pub fn id_taken(entity: &'static str, id: impl std::fmt::Display) -> Self {
         Self::Conflict(format!("a {entity} with id {id} already exists"))
     }
+
+    /// The [`StoreError::Conflict`] of superseding a memory that is already superseded.
+    pub fn already_superseded(memory: MemoryId, by: MemoryId) -> Self {
+        Self::Conflict(format!(
+            "memory {memory} is already superseded by memory {by}; supersede that one instead"
+        ))
+    }
+
+    /// The [`StoreError::Invalid`] of a memory used with another companion than its own (moved
+    /// by an update, superseded by another companion's memory, informing its reply).
+    pub fn other_companion(memory: MemoryId) -> Self {
+        Self::Invalid(format!(
+            "memory {memory} belongs to another companion than the one it is used with"
+        ))
+    }
 }
 
 /// Result alias of this crate.
@@ -82,7 +99,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Names of companions are unique, compared case-insensitively ([`Companion::name_key`]).
 /// Creating an entity whose id exists is a [`StoreError::Conflict`]; any method given the id of
 /// a missing entity (including the parent ids of `list_*`, `messages` and `message_count`)
-/// fails with [`StoreError::NotFound`]. Every implementation must pass [`conformance`].
+/// fails with [`StoreError::NotFound`], except [`Store::delete_memories`], which ignores them.
+/// The rules on the input alone ([`Companion::validate`], [`MemoryItem::validate`], ...) are
+/// checked before anything is looked up. Every implementation must pass [`conformance`].
 pub trait Store: Send + Sync {
     // --- companions ---
     /// Inserts a new companion after [`Companion::validate`]. Fails with
@@ -98,7 +117,8 @@ pub trait Store: Send + Sync {
     /// keeps its stored value. Fails with [`StoreError::Conflict`] if another companion has the
     /// new name.
     fn update_companion(&self, companion: &Companion) -> Result<()>;
-    /// Deletes a companion with all its conversations and messages.
+    /// Deletes a companion with everything that belongs to it: conversations, messages,
+    /// summaries, memories and their reply records, persona state and history, assets.
     fn delete_companion(&self, id: CompanionId) -> Result<()>;
 
     // --- conversations ---
@@ -108,7 +128,7 @@ pub trait Store: Send + Sync {
     fn conversation(&self, id: ConversationId) -> Result<Conversation>;
     /// The conversations of a companion, oldest first (by `created_at`, then id).
     fn list_conversations(&self, companion: CompanionId) -> Result<Vec<Conversation>>;
-    /// Deletes a conversation and its messages.
+    /// Deletes a conversation with its messages, their memory records and its summaries.
     fn delete_conversation(&self, id: ConversationId) -> Result<()>;
 
     // --- messages ---
@@ -132,4 +152,99 @@ pub trait Store: Send + Sync {
     fn delete_setting(&self, key: &str) -> Result<()>;
     /// All settings, sorted by key.
     fn settings(&self) -> Result<Vec<(String, String)>>;
+
+    /// Messages of a conversation by chronological position (the order of
+    /// [`Store::messages`]): `limit` messages starting at the `start`-th (0-based); fewer, or
+    /// none, past the end. Used to summarize old parts of long conversations.
+    fn messages_range(
+        &self,
+        conversation: ConversationId,
+        start: usize,
+        limit: usize,
+    ) -> Result<Vec<Message>>;
+
+    // --- long-term memory ---
+    /// Inserts a memory after [`MemoryItem::validate_new`] (it cannot be superseded already);
+    /// its companion must exist. Its `source_message_ids` are kept as given: they may name
+    /// messages that were deleted since.
+    fn insert_memory(&self, memory: &MemoryItem) -> Result<()>;
+    /// Replaces what the user can edit of a memory (matched by id) after
+    /// [`MemoryItem::validate`]: text, kind, subject, importance, pinned, embedding, sources
+    /// and `updated_at`. `created_at`, `last_used_at` and `superseded_by` keep their stored
+    /// values (they are managed by the store: an edit made from a stale copy cannot undo a
+    /// supersession or a use). Moving a memory to another companion is [`StoreError::Invalid`].
+    fn update_memory(&self, memory: &MemoryItem) -> Result<()>;
+    /// Inserts `new` (as [`Store::insert_memory`]) and marks `old` as superseded by it,
+    /// atomically. `old` must exist ([`StoreError::NotFound`]), belong to the same companion
+    /// ([`StoreError::Invalid`]) and be current: a memory that is already superseded is a
+    /// [`StoreError::Conflict`], so the versions of a fact always form one chain.
+    fn supersede_memory(&self, old: MemoryId, new: &MemoryItem) -> Result<()>;
+    /// The memory with this id.
+    fn memory(&self, id: MemoryId) -> Result<MemoryItem>;
+    /// A companion's memories, oldest first (by `created_at`, then id); superseded ones only if
+    /// `include_superseded`.
+    fn list_memories(
+        &self,
+        companion: CompanionId,
+        include_superseded: bool,
+    ) -> Result<Vec<MemoryItem>>;
+    /// Deletes memories for good (forgetting) together with their reply records, and repairs
+    /// the history of superseded versions as [`Forgetting`] describes: forgetting the current
+    /// version of a fact also deletes the older versions it superseded; forgetting an older
+    /// version links the version before it to the one after it. Nothing is ever brought back
+    /// as current. Missing ids are ignored. Returns how many memories were deleted (older
+    /// versions included).
+    fn delete_memories(&self, ids: &[MemoryId]) -> Result<usize>;
+    /// Records which memories informed a reply, replacing an earlier record of that reply
+    /// (repeated ids count once, at their first position; an empty list clears the record),
+    /// and sets their `last_used_at` to `at`. The reply and the memories must exist
+    /// ([`StoreError::NotFound`]) and the memories must belong to the companion of the reply's
+    /// conversation ([`StoreError::Invalid`]).
+    fn record_memories_used(
+        &self,
+        reply: MessageId,
+        memories: &[MemoryId],
+        at: Timestamp,
+    ) -> Result<()>;
+    /// The memories recorded for a reply, in the order given (without the ones deleted since);
+    /// empty if none were recorded.
+    fn memories_used(&self, reply: MessageId) -> Result<Vec<MemoryId>>;
+
+    // --- persona evolution ---
+    /// The persona state of a companion, if one was saved.
+    fn persona_state(&self, companion: CompanionId) -> Result<Option<PersonaState>>;
+    /// Saves the state (after [`PersonaState::validate`]) and appends the changes (after
+    /// [`PersonaChange::validate`]; each must belong to the state's companion, else
+    /// [`StoreError::Invalid`]) to the history, atomically.
+    fn save_persona_state(&self, state: &PersonaState, changes: &[PersonaChange]) -> Result<()>;
+    /// The newest `limit` changes (all if `None`), in chronological order: by `at`, changes
+    /// with equal times in the order they were saved.
+    fn persona_history(
+        &self,
+        companion: CompanionId,
+        limit: Option<usize>,
+    ) -> Result<Vec<PersonaChange>>;
+
+    // --- rolling summaries ---
+    /// The newest summary of a conversation: the greatest `created_at`, of equal times the one
+    /// saved last.
+    fn latest_summary(&self, conversation: ConversationId) -> Result<Option<ConversationSummary>>;
+    /// Stores a summary (after [`ConversationSummary::validate`]); its conversation must exist.
+    /// Older summaries are kept until the conversation is deleted.
+    fn save_summary(&self, summary: &ConversationSummary) -> Result<()>;
+
+    // --- companion assets ---
+    /// Stores an asset (after [`CompanionAsset::validate`]), replacing the companion's asset
+    /// with the same name (names are case-sensitive); its companion must exist.
+    fn put_asset(&self, asset: &CompanionAsset) -> Result<()>;
+    /// A companion's assets, sorted by name (byte order).
+    fn assets(&self, companion: CompanionId) -> Result<Vec<CompanionAsset>>;
+    /// Deletes one asset; a missing asset is not an error, a missing companion is.
+    fn delete_asset(&self, companion: CompanionId, name: &str) -> Result<()>;
+
+    // --- privacy ---
+    /// Deletes everything: all companions with everything that belongs to them, and all
+    /// settings. The store stays usable. A persistent store must leave no user text behind in
+    /// its files (free pages, journals).
+    fn wipe(&self) -> Result<()>;
 }

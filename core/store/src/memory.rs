@@ -3,9 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use nexus_common::{CompanionId, ConversationId, MessageId};
+use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
 
-use crate::{Companion, Conversation, Message, Result, Store, StoreError};
+use crate::{
+    Companion, CompanionAsset, Conversation, ConversationSummary, Forgetting, MemoryItem, Message,
+    PersonaChange, PersonaState, Result, Store, StoreError,
+};
 
 /// A [`Store`] that keeps everything in memory and forgets it when dropped: for tests, and for
 /// targets without a database. It behaves exactly like the persistent stores (same rules, same
@@ -21,8 +24,19 @@ struct Inner {
     conversations: BTreeMap<ConversationId, Conversation>,
     /// Messages of each conversation, sorted by `created_at`; equal times in insertion order.
     messages: BTreeMap<ConversationId, Vec<Message>>,
-    message_ids: BTreeSet<MessageId>,
+    /// The conversation of every message.
+    message_ids: BTreeMap<MessageId, ConversationId>,
     settings: BTreeMap<String, String>,
+    memories: BTreeMap<MemoryId, MemoryItem>,
+    /// The memories recorded for each reply, in order; no empty lists.
+    memory_uses: BTreeMap<MessageId, Vec<MemoryId>>,
+    personas: BTreeMap<CompanionId, PersonaState>,
+    /// Each companion's persona changes, sorted by `at`; equal times in the order saved.
+    persona_changes: BTreeMap<CompanionId, Vec<PersonaChange>>,
+    /// Each conversation's summaries, in the order saved.
+    summaries: BTreeMap<ConversationId, Vec<ConversationSummary>>,
+    /// Sorted by companion, then name (byte order, like `str`'s `Ord`).
+    assets: BTreeMap<(CompanionId, String), CompanionAsset>,
 }
 
 impl MemoryStore {
@@ -68,12 +82,64 @@ impl Inner {
         Ok(self.messages.get(&id).map_or(&[], Vec::as_slice))
     }
 
+    fn check_message_exists(&self, id: MessageId) -> Result<ConversationId> {
+        self.message_ids
+            .get(&id)
+            .copied()
+            .ok_or_else(|| StoreError::not_found("message", id))
+    }
+
     fn remove_conversation(&mut self, id: ConversationId) {
         self.conversations.remove(&id);
+        self.summaries.remove(&id);
         for message in self.messages.remove(&id).unwrap_or_default() {
             self.message_ids.remove(&message.id);
+            self.memory_uses.remove(&message.id);
         }
     }
+
+    /// Removes memories and their reply records (not the links to them: see [`Forgetting`]).
+    fn remove_memories(&mut self, ids: &BTreeSet<MemoryId>) {
+        self.memories.retain(|id, _| !ids.contains(id));
+        self.memory_uses.retain(|_, used| {
+            used.retain(|id| !ids.contains(id));
+            !used.is_empty()
+        });
+    }
+
+    fn remove_companion_data(&mut self, id: CompanionId) {
+        let conversations: Vec<ConversationId> = self
+            .conversations
+            .values()
+            .filter(|c| c.companion_id == id)
+            .map(|c| c.id)
+            .collect();
+        for conversation in conversations {
+            self.remove_conversation(conversation);
+        }
+        let memories: BTreeSet<MemoryId> = self
+            .memories
+            .values()
+            .filter(|m| m.companion_id == id)
+            .map(|m| m.id)
+            .collect();
+        self.remove_memories(&memories);
+        self.personas.remove(&id);
+        self.persona_changes.remove(&id);
+        self.assets.retain(|(companion, _), _| *companion != id);
+    }
+
+    fn memory(&self, id: MemoryId) -> Result<&MemoryItem> {
+        self.memories
+            .get(&id)
+            .ok_or_else(|| StoreError::not_found("memory", id))
+    }
+}
+
+/// `ids` without repetitions, each at its first position.
+fn first_occurrences(ids: &[MemoryId]) -> Vec<MemoryId> {
+    let mut seen = BTreeSet::new();
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
 }
 
 impl Store for MemoryStore {
@@ -131,15 +197,7 @@ impl Store for MemoryStore {
         if inner.companions.remove(&id).is_none() {
             return Err(StoreError::not_found("companion", id));
         }
-        let conversations: Vec<ConversationId> = inner
-            .conversations
-            .values()
-            .filter(|c| c.companion_id == id)
-            .map(|c| c.id)
-            .collect();
-        for conversation in conversations {
-            inner.remove_conversation(conversation);
-        }
+        inner.remove_companion_data(id);
         Ok(())
     }
 
@@ -198,7 +256,7 @@ impl Store for MemoryStore {
                     message.conversation_id,
                 ));
             }
-            if inner.message_ids.contains(&message.id) || !batch_ids.insert(message.id) {
+            if inner.message_ids.contains_key(&message.id) || !batch_ids.insert(message.id) {
                 return Err(StoreError::id_taken("message", message.id));
             }
         }
@@ -207,7 +265,9 @@ impl Store for MemoryStore {
             let list = inner.messages.entry(message.conversation_id).or_default();
             let at = list.partition_point(|m| m.created_at <= message.created_at);
             list.insert(at, message.clone());
-            inner.message_ids.insert(message.id);
+            inner
+                .message_ids
+                .insert(message.id, message.conversation_id);
             if let Some(conversation) = inner.conversations.get_mut(&message.conversation_id) {
                 conversation.updated_at = conversation.updated_at.max(message.created_at);
             }
@@ -249,5 +309,233 @@ impl Store for MemoryStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn messages_range(
+        &self,
+        conversation: ConversationId,
+        start: usize,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let inner = self.lock();
+        let all = inner.conversation_messages(conversation)?;
+        Ok(all.iter().skip(start).take(limit).cloned().collect())
+    }
+
+    fn insert_memory(&self, memory: &MemoryItem) -> Result<()> {
+        memory.validate_new()?;
+        let mut inner = self.lock();
+        inner.check_companion_exists(memory.companion_id)?;
+        if inner.memories.contains_key(&memory.id) {
+            return Err(StoreError::id_taken("memory", memory.id));
+        }
+        inner.memories.insert(memory.id, memory.clone());
+        Ok(())
+    }
+
+    fn update_memory(&self, memory: &MemoryItem) -> Result<()> {
+        memory.validate()?;
+        let mut inner = self.lock();
+        let stored = inner
+            .memories
+            .get_mut(&memory.id)
+            .ok_or_else(|| StoreError::not_found("memory", memory.id))?;
+        if stored.companion_id != memory.companion_id {
+            return Err(StoreError::other_companion(memory.id));
+        }
+        *stored = MemoryItem {
+            created_at: stored.created_at,
+            last_used_at: stored.last_used_at,
+            superseded_by: stored.superseded_by,
+            ..memory.clone()
+        };
+        Ok(())
+    }
+
+    fn supersede_memory(&self, old: MemoryId, new: &MemoryItem) -> Result<()> {
+        new.validate_new()?;
+        let mut inner = self.lock();
+        let replaced = inner.memory(old)?;
+        if replaced.companion_id != new.companion_id {
+            return Err(StoreError::other_companion(new.id));
+        }
+        if let Some(by) = replaced.superseded_by {
+            return Err(StoreError::already_superseded(old, by));
+        }
+        if inner.memories.contains_key(&new.id) {
+            return Err(StoreError::id_taken("memory", new.id));
+        }
+        inner.memories.insert(new.id, new.clone());
+        if let Some(replaced) = inner.memories.get_mut(&old) {
+            replaced.superseded_by = Some(new.id);
+        }
+        Ok(())
+    }
+
+    fn memory(&self, id: MemoryId) -> Result<MemoryItem> {
+        self.lock().memory(id).cloned()
+    }
+
+    fn list_memories(
+        &self,
+        companion: CompanionId,
+        include_superseded: bool,
+    ) -> Result<Vec<MemoryItem>> {
+        let inner = self.lock();
+        inner.check_companion_exists(companion)?;
+        let mut memories: Vec<MemoryItem> = inner
+            .memories
+            .values()
+            .filter(|m| m.companion_id == companion)
+            .filter(|m| include_superseded || m.superseded_by.is_none())
+            .cloned()
+            .collect();
+        memories.sort_by_key(|m| (m.created_at, m.id));
+        Ok(memories)
+    }
+
+    fn delete_memories(&self, ids: &[MemoryId]) -> Result<usize> {
+        let mut inner = self.lock();
+        let links: BTreeMap<MemoryId, Option<MemoryId>> = inner
+            .memories
+            .values()
+            .map(|m| (m.id, m.superseded_by))
+            .collect();
+        let plan = Forgetting::plan(&links, ids);
+        for (id, successor) in &plan.relink {
+            if let Some(memory) = inner.memories.get_mut(id) {
+                memory.superseded_by = Some(*successor);
+            }
+        }
+        inner.remove_memories(&plan.delete.iter().copied().collect());
+        Ok(plan.delete.len())
+    }
+
+    fn record_memories_used(
+        &self,
+        reply: MessageId,
+        memories: &[MemoryId],
+        at: Timestamp,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let conversation = inner.check_message_exists(reply)?;
+        let companion = inner
+            .conversations
+            .get(&conversation)
+            .map(|c| c.companion_id)
+            .ok_or_else(|| StoreError::not_found("conversation", conversation))?;
+        let memories = first_occurrences(memories);
+        for &id in &memories {
+            if inner.memory(id)?.companion_id != companion {
+                return Err(StoreError::other_companion(id));
+            }
+        }
+        for id in &memories {
+            if let Some(memory) = inner.memories.get_mut(id) {
+                memory.last_used_at = Some(at);
+            }
+        }
+        if memories.is_empty() {
+            inner.memory_uses.remove(&reply);
+        } else {
+            inner.memory_uses.insert(reply, memories);
+        }
+        Ok(())
+    }
+
+    fn memories_used(&self, reply: MessageId) -> Result<Vec<MemoryId>> {
+        let inner = self.lock();
+        inner.check_message_exists(reply)?;
+        Ok(inner.memory_uses.get(&reply).cloned().unwrap_or_default())
+    }
+
+    fn persona_state(&self, companion: CompanionId) -> Result<Option<PersonaState>> {
+        let inner = self.lock();
+        inner.check_companion_exists(companion)?;
+        Ok(inner.personas.get(&companion).cloned())
+    }
+
+    fn save_persona_state(&self, state: &PersonaState, changes: &[PersonaChange]) -> Result<()> {
+        state.validate_save(changes)?;
+        let mut inner = self.lock();
+        inner.check_companion_exists(state.companion_id)?;
+        inner.personas.insert(state.companion_id, state.clone());
+        let history = inner.persona_changes.entry(state.companion_id).or_default();
+        for change in changes {
+            let at = history.partition_point(|c| c.at <= change.at);
+            history.insert(at, change.clone());
+        }
+        Ok(())
+    }
+
+    fn persona_history(
+        &self,
+        companion: CompanionId,
+        limit: Option<usize>,
+    ) -> Result<Vec<PersonaChange>> {
+        let inner = self.lock();
+        inner.check_companion_exists(companion)?;
+        let all = inner
+            .persona_changes
+            .get(&companion)
+            .map_or(&[][..], Vec::as_slice);
+        let skip = limit.map_or(0, |limit| all.len().saturating_sub(limit));
+        Ok(all[skip..].to_vec())
+    }
+
+    fn latest_summary(&self, conversation: ConversationId) -> Result<Option<ConversationSummary>> {
+        let inner = self.lock();
+        inner.conversation_messages(conversation)?; // NotFound for a missing conversation
+        Ok(inner
+            .summaries
+            .get(&conversation)
+            // `max_by_key` returns the last of equal maxima: the one saved last.
+            .and_then(|list| list.iter().max_by_key(|s| s.created_at))
+            .cloned())
+    }
+
+    fn save_summary(&self, summary: &ConversationSummary) -> Result<()> {
+        summary.validate()?;
+        let mut inner = self.lock();
+        inner.conversation_messages(summary.conversation_id)?;
+        inner
+            .summaries
+            .entry(summary.conversation_id)
+            .or_default()
+            .push(summary.clone());
+        Ok(())
+    }
+
+    fn put_asset(&self, asset: &CompanionAsset) -> Result<()> {
+        asset.validate()?;
+        let mut inner = self.lock();
+        inner.check_companion_exists(asset.companion_id)?;
+        inner
+            .assets
+            .insert((asset.companion_id, asset.name.clone()), asset.clone());
+        Ok(())
+    }
+
+    fn assets(&self, companion: CompanionId) -> Result<Vec<CompanionAsset>> {
+        let inner = self.lock();
+        inner.check_companion_exists(companion)?;
+        Ok(inner
+            .assets
+            .range((companion, String::new())..)
+            .take_while(|((owner, _), _)| *owner == companion)
+            .map(|(_, asset)| asset.clone())
+            .collect())
+    }
+
+    fn delete_asset(&self, companion: CompanionId, name: &str) -> Result<()> {
+        let mut inner = self.lock();
+        inner.check_companion_exists(companion)?;
+        inner.assets.remove(&(companion, name.to_owned()));
+        Ok(())
+    }
+
+    fn wipe(&self) -> Result<()> {
+        *self.lock() = Inner::default();
+        Ok(())
     }
 }
