@@ -92,7 +92,7 @@ struct Sample {
     peak_mb: f64,
     prompt_tokens: usize,
     tokens: usize,
-    /// Loading the chat model (nexus's `model_load_ms`, llama.cpp's `load time`).
+    /// Loading the chat model (nexus's `model_load_ms`; NaN where unknown).
     load_ms: f64,
 }
 
@@ -197,11 +197,15 @@ fn run() -> Result<(), BoxError> {
             col(|s| s.tokens_per_s),
             col(|s| s.peak_mb),
         );
+        let load = if load.p50.is_nan() {
+            "–".to_owned()
+        } else {
+            format!("{:.0}", load.p50)
+        };
         println!(
-            "| {engine} | {state} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} \
+            "| {engine} | {state} | {} | {load} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} \
              | {:.0} |",
             samples[0].prompt_tokens,
-            load.p50,
             ttft.p50,
             ttft.p90,
             wall.p50,
@@ -339,11 +343,9 @@ fn run_llama(setup: &Setup, bin: &Path) -> Result<Sample, BoxError> {
             .unwrap_or(0.0) as usize,
         // The first token comes from the prompt pass, the others from `eval` runs.
         tokens: eval.and_then(|l| number_before(l, "runs")).unwrap_or(0.0) as usize + 1,
-        load_ms: log
-            .lines()
-            .find(|l| l.contains("_perf_") && l.contains("load time"))
-            .and_then(|l| number_before(l, "ms"))
-            .unwrap_or(0.0),
+        // llama.cpp's own "load time" line ends with its first prompt pass (with --no-warmup),
+        // so it is not the model load: not reported.
+        load_ms: f64::NAN,
     })
 }
 

@@ -23,6 +23,7 @@ const WASM_CRATES: &[&str] = &[
     "nexus-inference",
     "nexus-companion",
     "nexus-app",
+    "nexus-emotion",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use nexus_common::{MemoryId, MessageId, Timestamp};
 use nexus_store::{
-    Companion, CompanionAsset, Conversation, ConversationSummary, MemoryItem, Message, PersonaChange, PersonaState,
-    Store, StoreError,
+    Companion, CompanionAsset, Conversation, ConversationSummary, MemoryItem, Message,
+    PersonaChange, PersonaState, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,10 @@ pub fn export(store: &dyn Store, now: Timestamp) -> Result<Archive> {
         for conversation in store.list_conversations(id)? {
             let messages = store.messages(conversation.id, None)?;
             let mut memories_used = BTreeMap::new();
-            for m in messages.iter().filter(|m| m.role == nexus_store::Role::Assistant) {
+            for m in messages
+                .iter()
+                .filter(|m| m.role == nexus_store::Role::Assistant)
+            {
                 let used = store.memories_used(m.id)?;
                 if !used.is_empty() {
                     memories_used.insert(m.id, used);
@@ -142,7 +145,8 @@ pub struct RestoreReport {
 /// first (the store only links versions that way).
 fn restore_memories(store: &dyn Store, memories: &[MemoryItem]) -> Result<()> {
     let by_id: BTreeMap<MemoryId, &MemoryItem> = memories.iter().map(|m| (m.id, m)).collect();
-    let newer: std::collections::BTreeSet<MemoryId> = memories.iter().filter_map(|m| m.superseded_by).collect();
+    let newer: std::collections::BTreeSet<MemoryId> =
+        memories.iter().filter_map(|m| m.superseded_by).collect();
     for head in memories.iter().filter(|m| !newer.contains(&m.id)) {
         let mut item = head.clone();
         item.superseded_by = None;
@@ -161,8 +165,11 @@ fn restore_memories(store: &dyn Store, memories: &[MemoryItem]) -> Result<()> {
 /// Records which memories informed which reply. Recording stamps `last_used_at`, so replies are
 /// replayed in order, each at the time its memories were last used, which restores the stamps.
 fn restore_uses(store: &dyn Store, c: &CompanionArchive, fallback: Timestamp) -> Result<()> {
-    let times: BTreeMap<MessageId, Timestamp> =
-        c.conversations.iter().flat_map(|conv| conv.messages.iter().map(|m| (m.id, m.created_at))).collect();
+    let times: BTreeMap<MessageId, Timestamp> = c
+        .conversations
+        .iter()
+        .flat_map(|conv| conv.messages.iter().map(|m| (m.id, m.created_at)))
+        .collect();
     let mut uses: Vec<(Timestamp, MessageId, &Vec<MemoryId>)> = c
         .conversations
         .iter()
@@ -177,8 +184,11 @@ fn restore_uses(store: &dyn Store, c: &CompanionArchive, fallback: Timestamp) ->
             last_reply.insert(*m, *reply);
         }
     }
-    let last_used: BTreeMap<MemoryId, Timestamp> =
-        c.memories.iter().filter_map(|m| Some((m.id, m.last_used_at?))).collect();
+    let last_used: BTreeMap<MemoryId, Timestamp> = c
+        .memories
+        .iter()
+        .filter_map(|m| Some((m.id, m.last_used_at?)))
+        .collect();
     for (time, reply, used) in uses {
         let at = used
             .iter()
@@ -194,14 +204,18 @@ fn restore_uses(store: &dyn Store, c: &CompanionArchive, fallback: Timestamp) ->
 /// Parses and checks an archive.
 pub fn parse(bytes: &[u8]) -> Result<Archive> {
     let invalid = |m: String| AppError::Store(StoreError::Invalid(m));
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(format!("the archive is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("the archive is not valid JSON: {e}")))?;
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-        return Err(invalid("this file is not a Nexus archive (no \"format\": \"nexus-archive\")".into()));
+        return Err(invalid(
+            "this file is not a Nexus archive (no \"format\": \"nexus-archive\")".into(),
+        ));
     }
     let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
     if version == 0 || version > u64::from(VERSION) {
-        return Err(invalid(format!("archive version {version} is not supported by this build (newest: {VERSION})")));
+        return Err(invalid(format!(
+            "archive version {version} is not supported by this build (newest: {VERSION})"
+        )));
     }
     serde_json::from_value(value).map_err(|e| invalid(format!("the archive is damaged: {e}")))
 }
@@ -232,7 +246,12 @@ pub fn restore(store: &dyn Store, archive: &Archive) -> Result<RestoreReport> {
         for a in &c.assets {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(&a.base64)
-                .map_err(|e| AppError::Store(StoreError::Invalid(format!("asset {}: bad base64: {e}", a.name))))?;
+                .map_err(|e| {
+                    AppError::Store(StoreError::Invalid(format!(
+                        "asset {}: bad base64: {e}",
+                        a.name
+                    )))
+                })?;
             store.put_asset(&CompanionAsset {
                 companion_id: companion.id,
                 name: a.name.clone(),
@@ -280,11 +299,28 @@ mod tests {
             updated_at: Timestamp(2),
         };
         s.create_companion(&c).expect("companion");
-        let conv = Conversation { id: ConversationId::new(), companion_id: c.id, title: None, created_at: Timestamp(3), updated_at: Timestamp(3) };
+        let conv = Conversation {
+            id: ConversationId::new(),
+            companion_id: c.id,
+            title: None,
+            created_at: Timestamp(3),
+            updated_at: Timestamp(3),
+        };
         s.create_conversation(&conv).expect("conversation");
-        let msg = |role, text: &str, t| Message { id: MessageId::new(), conversation_id: conv.id, role, text: text.into(), created_at: Timestamp(t), token_count: 3 };
-        let (u, a) = (msg(Role::User, "I live in Lyon.", 4), msg(Role::Assistant, "Lovely city!", 5));
-        s.append_messages(&[u.clone(), a.clone()]).expect("messages");
+        let msg = |role, text: &str, t| Message {
+            id: MessageId::new(),
+            conversation_id: conv.id,
+            role,
+            text: text.into(),
+            created_at: Timestamp(t),
+            token_count: 3,
+        };
+        let (u, a) = (
+            msg(Role::User, "I live in Lyon.", 4),
+            msg(Role::Assistant, "Lovely city!", 5),
+        );
+        s.append_messages(&[u.clone(), a.clone()])
+            .expect("messages");
         let mem = |text: &str| MemoryItem {
             id: MemoryId::new(),
             companion_id: c.id,
@@ -300,13 +336,31 @@ mod tests {
             last_used_at: None,
             superseded_by: None,
         };
-        let (old, new) = (mem("The user lives in Paris."), mem("The user lives in Lyon."));
+        let (old, new) = (
+            mem("The user lives in Paris."),
+            mem("The user lives in Lyon."),
+        );
         s.insert_memory(&old).expect("old");
         s.supersede_memory(old.id, &new).expect("supersede");
-        s.record_memories_used(a.id, &[new.id], Timestamp(7)).expect("used");
-        s.put_asset(&CompanionAsset { companion_id: c.id, name: "avatar.png".into(), media_type: "image/png".into(), bytes: vec![0, 159, 146, 150] }).expect("asset");
-        s.save_summary(&ConversationSummary { conversation_id: conv.id, text: "They talked.".into(), covered_messages: 2, token_count: 3, created_at: Timestamp(8) }).expect("summary");
-        s.set_setting("active_companion", &c.id.to_string()).expect("setting");
+        s.record_memories_used(a.id, &[new.id], Timestamp(7))
+            .expect("used");
+        s.put_asset(&CompanionAsset {
+            companion_id: c.id,
+            name: "avatar.png".into(),
+            media_type: "image/png".into(),
+            bytes: vec![0, 159, 146, 150],
+        })
+        .expect("asset");
+        s.save_summary(&ConversationSummary {
+            conversation_id: conv.id,
+            text: "They talked.".into(),
+            covered_messages: 2,
+            token_count: 3,
+            created_at: Timestamp(8),
+        })
+        .expect("summary");
+        s.set_setting("active_companion", &c.id.to_string())
+            .expect("setting");
         s
     }
 
@@ -314,23 +368,49 @@ mod tests {
     fn export_then_restore_into_an_empty_store_gives_the_same_archive() {
         let a = export(&filled(), Timestamp(100)).expect("export");
         assert_eq!(a.companions.len(), 1);
-        assert_eq!(a.companions[0].memories.len(), 2, "superseded history is exported");
+        assert_eq!(
+            a.companions[0].memories.len(),
+            2,
+            "superseded history is exported"
+        );
         let bytes = serde_json::to_vec_pretty(&a).expect("json");
         let parsed = parse(&bytes).expect("parse");
         let target = MemoryStore::new();
         let report = restore(&target, &parsed).expect("restore");
-        assert_eq!((report.companions, report.messages, report.memories), (1, 2, 2));
+        assert_eq!(
+            (report.companions, report.messages, report.memories),
+            (1, 2, 2)
+        );
         let again = export(&target, Timestamp(100)).expect("export again");
         assert_eq!(again, a, "nothing is lost in a round trip");
         let twice = restore(&target, &parsed).expect("restore twice");
-        assert_eq!(twice.skipped, vec!["Nova".to_string()], "restoring twice is harmless");
+        assert_eq!(
+            twice.skipped,
+            vec!["Nova".to_string()],
+            "restoring twice is harmless"
+        );
     }
 
     #[test]
     fn foreign_or_damaged_files_are_refused_clearly() {
-        assert!(parse(b"not json").expect_err("junk").to_string().contains("not valid JSON"));
-        assert!(parse(br#"{"format":"other"}"#).expect_err("foreign").to_string().contains("not a Nexus archive"));
-        assert!(parse(br#"{"format":"nexus-archive","version":99}"#).expect_err("newer").to_string().contains("99"));
+        assert!(
+            parse(b"not json")
+                .expect_err("junk")
+                .to_string()
+                .contains("not valid JSON")
+        );
+        assert!(
+            parse(br#"{"format":"other"}"#)
+                .expect_err("foreign")
+                .to_string()
+                .contains("not a Nexus archive")
+        );
+        assert!(
+            parse(br#"{"format":"nexus-archive","version":99}"#)
+                .expect_err("newer")
+                .to_string()
+                .contains("99")
+        );
         assert!(parse(br#"{"format":"nexus-archive","version":1,"companions":"x"}"#).is_err());
     }
 }

@@ -16,7 +16,13 @@ use nexus_common::Timestamp;
 use nexus_store::{Companion, MemoryKind, PersonaChange, PersonaState};
 
 /// The Big Five traits, in the usual OCEAN order.
-pub const TRAITS: [&str; 5] = ["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"];
+pub const TRAITS: [&str; 5] = [
+    "openness",
+    "conscientiousness",
+    "extraversion",
+    "agreeableness",
+    "neuroticism",
+];
 
 /// Largest change of a trait in one exchange.
 pub const MAX_STEP: f32 = 0.01;
@@ -36,13 +42,73 @@ pub struct Signals {
 pub fn initial_traits(c: &Companion) -> BTreeMap<String, f32> {
     let words = format!("{} {} {}", c.personality, c.description, c.speaking_style).to_lowercase();
     let has = |list: &[&str]| list.iter().filter(|w| words.contains(*w)).count() as f32;
-    let score = |up: &[&str], down: &[&str]| (0.5 + 0.1 * has(up) - 0.1 * has(down)).clamp(0.15, 0.85);
+    let score =
+        |up: &[&str], down: &[&str]| (0.5 + 0.1 * has(up) - 0.1 * has(down)).clamp(0.15, 0.85);
     BTreeMap::from([
-        ("openness".into(), score(&["curious", "creative", "imaginative", "playful", "adventurous", "open"], &["traditional", "conventional"])),
-        ("conscientiousness".into(), score(&["organized", "precise", "reliable", "careful", "disciplined", "thorough"], &["chaotic", "careless", "spontaneous"])),
-        ("extraversion".into(), score(&["outgoing", "energetic", "talkative", "playful", "cheerful", "lively"], &["quiet", "shy", "reserved", "calm"])),
-        ("agreeableness".into(), score(&["warm", "kind", "supportive", "gentle", "friendly", "caring", "patient"], &["blunt", "sarcastic", "grumpy"])),
-        ("neuroticism".into(), score(&["anxious", "moody", "nervous", "dramatic"], &["calm", "stable", "stoic", "relaxed", "patient"])),
+        (
+            "openness".into(),
+            score(
+                &[
+                    "curious",
+                    "creative",
+                    "imaginative",
+                    "playful",
+                    "adventurous",
+                    "open",
+                ],
+                &["traditional", "conventional"],
+            ),
+        ),
+        (
+            "conscientiousness".into(),
+            score(
+                &[
+                    "organized",
+                    "precise",
+                    "reliable",
+                    "careful",
+                    "disciplined",
+                    "thorough",
+                ],
+                &["chaotic", "careless", "spontaneous"],
+            ),
+        ),
+        (
+            "extraversion".into(),
+            score(
+                &[
+                    "outgoing",
+                    "energetic",
+                    "talkative",
+                    "playful",
+                    "cheerful",
+                    "lively",
+                ],
+                &["quiet", "shy", "reserved", "calm"],
+            ),
+        ),
+        (
+            "agreeableness".into(),
+            score(
+                &[
+                    "warm",
+                    "kind",
+                    "supportive",
+                    "gentle",
+                    "friendly",
+                    "caring",
+                    "patient",
+                ],
+                &["blunt", "sarcastic", "grumpy"],
+            ),
+        ),
+        (
+            "neuroticism".into(),
+            score(
+                &["anxious", "moody", "nervous", "dramatic"],
+                &["calm", "stable", "stoic", "relaxed", "patient"],
+            ),
+        ),
     ])
 }
 
@@ -69,11 +135,53 @@ fn trait_pushes(s: &Signals) -> Vec<(&'static str, f32, &'static str)> {
     let t = &s.user_text;
     let words = t.split_whitespace().count();
     let lively = t.matches('!').count() + count(t, &["haha", "lol", ":)", "😀", "😂", "🙂", "❤"]);
-    let warm = count(t, &["thank", "thanks", "please", "love you", "appreciate", "you're great", "you are great", "sweet"]);
-    let hostile = count(t, &["shut up", "stupid bot", "you're useless", "you are useless", "hate you", "idiot", "dumb"]);
-    let imaginative = count(t, &["imagine", "what if", "story", "dream", "idea", "wonder", "create", "poem"]);
-    let planning = s.learned.iter().filter(|k| **k == MemoryKind::Plan).count() + count(t, &["schedule", "plan", "organize", "deadline"]);
-    let distress = count(t, &["sad", "anxious", "worried", "stressed", "lonely", "scared", "depressed", "overwhelmed", "cry"]);
+    let warm = count(
+        t,
+        &[
+            "thank",
+            "thanks",
+            "please",
+            "love you",
+            "appreciate",
+            "you're great",
+            "you are great",
+            "sweet",
+        ],
+    );
+    let hostile = count(
+        t,
+        &[
+            "shut up",
+            "stupid bot",
+            "you're useless",
+            "you are useless",
+            "hate you",
+            "idiot",
+            "dumb",
+        ],
+    );
+    let imaginative = count(
+        t,
+        &[
+            "imagine", "what if", "story", "dream", "idea", "wonder", "create", "poem",
+        ],
+    );
+    let planning = s.learned.iter().filter(|k| **k == MemoryKind::Plan).count()
+        + count(t, &["schedule", "plan", "organize", "deadline"]);
+    let distress = count(
+        t,
+        &[
+            "sad",
+            "anxious",
+            "worried",
+            "stressed",
+            "lonely",
+            "scared",
+            "depressed",
+            "overwhelmed",
+            "cry",
+        ],
+    );
     let mut v = Vec::new();
     if words > 25 || lively > 0 {
         v.push(("extraversion", 1.0, "the user talks in a lively way"));
@@ -101,38 +209,81 @@ fn trait_pushes(s: &Signals) -> Vec<(&'static str, f32, &'static str)> {
 /// Applies one exchange to the state; returns the recorded changes (empty if nothing moved).
 ///
 /// `base` are the starting traits the drift is bounded around (see [`initial_traits`]).
-pub fn evolve(state: &mut PersonaState, base: &BTreeMap<String, f32>, signals: &Signals, now: Timestamp) -> Vec<PersonaChange> {
+pub fn evolve(
+    state: &mut PersonaState,
+    base: &BTreeMap<String, f32>,
+    signals: &Signals,
+    now: Timestamp,
+) -> Vec<PersonaChange> {
     let mut changes = Vec::new();
-    let set = |field: &str, old: f32, new: f32, reason: &str, changes: &mut Vec<PersonaChange>| -> f32 {
-        if (new - old).abs() >= 1e-6 {
-            changes.push(PersonaChange {
-                companion_id: state.companion_id,
-                field: field.to_owned(),
-                old,
-                new,
-                reason: reason.to_owned(),
-                at: now,
-            });
-        }
-        new
-    };
+    let set =
+        |field: &str, old: f32, new: f32, reason: &str, changes: &mut Vec<PersonaChange>| -> f32 {
+            if (new - old).abs() >= 1e-6 {
+                changes.push(PersonaChange {
+                    companion_id: state.companion_id,
+                    field: field.to_owned(),
+                    old,
+                    new,
+                    reason: reason.to_owned(),
+                    at: now,
+                });
+            }
+            new
+        };
     state.exchanges += 1;
 
     // Familiarity: every exchange, more when something was learned; asymptotic to 1.
     let learned = signals.learned.len() as f32;
     let step = (0.01 + 0.01 * learned.min(3.0)) * (1.0 - state.familiarity);
-    let reason = if learned > 0.0 { "learned something about the user" } else { "another conversation" };
-    state.familiarity = set("familiarity", state.familiarity, (state.familiarity + step).clamp(0.0, 1.0), reason, &mut changes);
+    let reason = if learned > 0.0 {
+        "learned something about the user"
+    } else {
+        "another conversation"
+    };
+    state.familiarity = set(
+        "familiarity",
+        state.familiarity,
+        (state.familiarity + step).clamp(0.0, 1.0),
+        reason,
+        &mut changes,
+    );
 
     // Trust: confiding raises it, hostility lowers it a little.
-    let confides = signals.learned.iter().any(|k| matches!(k, MemoryKind::Feeling | MemoryKind::Person | MemoryKind::Event));
-    let hostile = count(&signals.user_text, &["shut up", "stupid bot", "you're useless", "you are useless", "hate you", "idiot"]) > 0;
+    let confides = signals.learned.iter().any(|k| {
+        matches!(
+            k,
+            MemoryKind::Feeling | MemoryKind::Person | MemoryKind::Event
+        )
+    });
+    let hostile = count(
+        &signals.user_text,
+        &[
+            "shut up",
+            "stupid bot",
+            "you're useless",
+            "you are useless",
+            "hate you",
+            "idiot",
+        ],
+    ) > 0;
     if confides {
         let new = state.trust + 0.03 * (1.0 - state.trust);
-        state.trust = set("trust", state.trust, new.clamp(0.0, 1.0), "the user confided something personal", &mut changes);
+        state.trust = set(
+            "trust",
+            state.trust,
+            new.clamp(0.0, 1.0),
+            "the user confided something personal",
+            &mut changes,
+        );
     } else if hostile {
         let new = state.trust - 0.02;
-        state.trust = set("trust", state.trust, new.clamp(0.0, 1.0), "the user was hostile", &mut changes);
+        state.trust = set(
+            "trust",
+            state.trust,
+            new.clamp(0.0, 1.0),
+            "the user was hostile",
+            &mut changes,
+        );
     }
 
     for (name, direction, reason) in trait_pushes(signals) {
@@ -155,11 +306,20 @@ pub fn evolve(state: &mut PersonaState, base: &BTreeMap<String, f32>, signals: &
 
 /// Locks or unlocks a trait; returns the change to record, or `None` if nothing changed or the
 /// trait is unknown.
-pub fn set_lock(state: &mut PersonaState, name: &str, locked: bool, now: Timestamp) -> Option<PersonaChange> {
+pub fn set_lock(
+    state: &mut PersonaState,
+    name: &str,
+    locked: bool,
+    now: Timestamp,
+) -> Option<PersonaChange> {
     if !TRAITS.contains(&name) {
         return None;
     }
-    let changed = if locked { state.locked.insert(name.to_owned()) } else { state.locked.remove(name) };
+    let changed = if locked {
+        state.locked.insert(name.to_owned())
+    } else {
+        state.locked.remove(name)
+    };
     changed.then(|| {
         let v = state.traits.get(name).copied().unwrap_or(0.5);
         state.updated_at = now;
@@ -232,9 +392,15 @@ mod tests {
         let c = companion();
         let base = initial_traits(&c);
         let mut s = initial_state(&c, Timestamp(0));
-        let lively = Signals { user_text: "Haha thank you so much!!! What if we imagine a story together?".into(), learned: vec![MemoryKind::Feeling] };
+        let lively = Signals {
+            user_text: "Haha thank you so much!!! What if we imagine a story together?".into(),
+            learned: vec![MemoryKind::Feeling],
+        };
         let first = evolve(&mut s, &base, &lively, Timestamp(1));
-        assert!(first.iter().any(|c| c.field == "familiarity") && first.iter().any(|c| c.field == "trust"));
+        assert!(
+            first.iter().any(|c| c.field == "familiarity")
+                && first.iter().any(|c| c.field == "trust")
+        );
         for ch in &first {
             if TRAITS.contains(&ch.field.as_str()) {
                 assert!((ch.new - ch.old).abs() <= MAX_STEP + 1e-6, "{ch:?}");
@@ -242,15 +408,27 @@ mod tests {
             assert!(!ch.reason.is_empty());
         }
         assert!(set_lock(&mut s, "openness", true, Timestamp(2)).is_some());
-        assert!(set_lock(&mut s, "openness", true, Timestamp(2)).is_none(), "already locked");
-        assert!(set_lock(&mut s, "charisma", true, Timestamp(2)).is_none(), "unknown trait");
+        assert!(
+            set_lock(&mut s, "openness", true, Timestamp(2)).is_none(),
+            "already locked"
+        );
+        assert!(
+            set_lock(&mut s, "charisma", true, Timestamp(2)).is_none(),
+            "unknown trait"
+        );
         let open_before = s.traits["openness"];
         for i in 0..1000 {
             evolve(&mut s, &base, &lively, Timestamp(10 + i));
         }
-        assert_eq!(s.traits["openness"], open_before, "a locked trait never moves");
+        assert_eq!(
+            s.traits["openness"], open_before,
+            "a locked trait never moves"
+        );
         for name in TRAITS {
-            assert!((s.traits[name] - base[name]).abs() <= MAX_DRIFT + 1e-6, "{name} drifted too far");
+            assert!(
+                (s.traits[name] - base[name]).abs() <= MAX_DRIFT + 1e-6,
+                "{name} drifted too far"
+            );
         }
         assert!(s.familiarity < 1.0 && s.familiarity > 0.9 && s.trust > 0.9);
         assert_eq!(s.exchanges, 1001);
@@ -260,7 +438,15 @@ mod tests {
     fn hostility_lowers_trust_a_little() {
         let c = companion();
         let mut s = initial_state(&c, Timestamp(0));
-        let changes = evolve(&mut s, &initial_traits(&c), &Signals { user_text: "shut up, you're useless".into(), learned: vec![] }, Timestamp(1));
+        let changes = evolve(
+            &mut s,
+            &initial_traits(&c),
+            &Signals {
+                user_text: "shut up, you're useless".into(),
+                learned: vec![],
+            },
+            Timestamp(1),
+        );
         assert!(changes.iter().any(|c| c.field == "trust" && c.new < c.old));
     }
 }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use nexus_common::{CompanionId, ConversationId, MessageId, Timestamp};
-use nexus_companion::memory::{MemorySettings, Memories};
+use nexus_companion::memory::{Memories, MemorySettings};
 use nexus_inference::BertEmbedder;
-use nexus_store::{Companion, Conversation, MemoryKind, Message, MemoryStore, Role, Store};
+use nexus_store::{Companion, Conversation, MemoryKind, MemoryStore, Message, Role, Store};
 use nexus_testing::SteppingClock;
 use serde::Deserialize;
 
@@ -34,13 +34,18 @@ struct Fact {
 
 fn matches(fact: &Fact, kind: MemoryKind, text: &str) -> bool {
     let text = text.to_lowercase();
-    fact.kind == kind.as_str() && fact.keywords.iter().all(|k| text.contains(&k.to_lowercase()))
+    fact.kind == kind.as_str()
+        && fact
+            .keywords
+            .iter()
+            .all(|k| text.contains(&k.to_lowercase()))
 }
 
 /// Precision and recall of the whole learning pipeline on one fixture.
 fn evaluate(name: &str, json: &str) -> (f64, f64) {
     let fixture: Fixture = serde_json::from_str(json).expect("fixture");
-    let embedder = BertEmbedder::from_dir(&nexus_testing::models::embedding_dir()).expect("embedder");
+    let embedder =
+        BertEmbedder::from_dir(&nexus_testing::models::embedding_dir()).expect("embedder");
     let clock = SteppingClock::new(1_700_000_000_000, 60_000);
     let (mut extracted, mut correct, mut facts, mut found) = (0usize, 0usize, 0usize, 0usize);
     let mut misses = Vec::new();
@@ -68,7 +73,9 @@ fn evaluate(name: &str, json: &str) -> (f64, f64) {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         };
-        store.create_conversation(&conversation).expect("conversation");
+        store
+            .create_conversation(&conversation)
+            .expect("conversation");
         for turn in &conv.turns {
             let message = Message {
                 id: MessageId::new(),
@@ -78,14 +85,22 @@ fn evaluate(name: &str, json: &str) -> (f64, f64) {
                 created_at: Timestamp(0),
                 token_count: 0,
             };
-            store.append_messages(std::slice::from_ref(&message)).expect("append");
+            store
+                .append_messages(std::slice::from_ref(&message))
+                .expect("append");
             let learned = memories.learn(companion.id, &message).expect("learn");
             extracted += learned.added.len();
             for m in &learned.added {
                 if turn.facts.iter().any(|f| matches(f, m.kind, &m.text)) {
                     correct += 1;
                 } else {
-                    false_positives.push(format!("{}: {:?} -> [{}] {}", conv.id, turn.user, m.kind.as_str(), m.text));
+                    false_positives.push(format!(
+                        "{}: {:?} -> [{}] {}",
+                        conv.id,
+                        turn.user,
+                        m.kind.as_str(),
+                        m.text
+                    ));
                 }
             }
             for f in &turn.facts {
@@ -93,14 +108,19 @@ fn evaluate(name: &str, json: &str) -> (f64, f64) {
                 if learned.added.iter().any(|m| matches(f, m.kind, &m.text)) {
                     found += 1;
                 } else {
-                    misses.push(format!("{}: {:?} missed {} {:?}", conv.id, turn.user, f.kind, f.keywords));
+                    misses.push(format!(
+                        "{}: {:?} missed {} {:?}",
+                        conv.id, turn.user, f.kind, f.keywords
+                    ));
                 }
             }
         }
     }
     let precision = correct as f64 / extracted.max(1) as f64;
     let recall = found as f64 / facts.max(1) as f64;
-    eprintln!("memory extraction: {extracted} extracted, {correct} correct, {facts} facts, {found} found");
+    eprintln!(
+        "memory extraction: {extracted} extracted, {correct} correct, {facts} facts, {found} found"
+    );
     eprintln!("precision {precision:.3}  recall {recall:.3}");
     for m in &misses {
         eprintln!("  miss: {m}");
@@ -118,6 +138,12 @@ fn memory_learning_precision_and_recall() {
     let (p, r) = evaluate("dev", include_str!("fixtures/memory_conversations.json"));
     assert!(p >= 0.95 && r >= 0.95, "dev precision {p:.3} recall {r:.3}");
     // The held-out set was written afterwards and never used for tuning: the honest figure.
-    let (p, r) = evaluate("held-out", include_str!("fixtures/memory_conversations_heldout.json"));
-    assert!(p >= 0.95 && r >= 0.80, "held-out precision {p:.3} recall {r:.3}");
+    let (p, r) = evaluate(
+        "held-out",
+        include_str!("fixtures/memory_conversations_heldout.json"),
+    );
+    assert!(
+        p >= 0.95 && r >= 0.80,
+        "held-out precision {p:.3} recall {r:.3}"
+    );
 }

@@ -88,10 +88,7 @@ fn main() -> ExitCode {
 
 fn env_usize(name: &str, default: usize) -> Result<usize, BoxError> {
     match std::env::var(name) {
-        Ok(v) => Ok(v
-            .trim()
-            .parse()
-            .map_err(|e| format!("{name}={v:?}: {e}"))?),
+        Ok(v) => Ok(v.trim().parse().map_err(|e| format!("{name}={v:?}: {e}"))?),
         Err(_) => Ok(default),
     }
 }
@@ -131,10 +128,7 @@ fn run() -> Result<ExitCode, BoxError> {
     println!(
         "model: all-MiniLM-L6-v2 layers 0..{} frozen + layers {}..5 and heads trained ({}), \
          Ekman from the {:?}",
-        card.first_trained_layer,
-        card.first_trained_layer,
-        card.weights_dtype,
-        card.ekman_source
+        card.first_trained_layer, card.first_trained_layer, card.weights_dtype, card.ekman_source
     );
     println!(
         "parameters: {:.2} M; trained weights file {:.2} MB; load {load_ms:.0} ms",
@@ -187,14 +181,21 @@ fn run() -> Result<ExitCode, BoxError> {
 
     let vader_dir = std::env::var_os("NEXUS_VADER_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/vader"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/vader")
+        });
     let files: Vec<PathBuf> = VADER_SETS.iter().map(|f| vader_dir.join(f)).collect();
     if files.iter().any(|f| !f.exists()) {
-        println!("valence correlation: SKIPPED (no VADER ground truth in {})", vader_dir.display());
+        println!(
+            "valence correlation: SKIPPED (no VADER ground truth in {})",
+            vader_dir.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let reference = vader_reference(&files)?;
-    println!("| set | n | Pearson r, ours (valence) | Pearson r, VADER (compound) | ours, sentences/s |");
+    println!(
+        "| set | n | Pearson r, ours (valence) | Pearson r, VADER (compound) | ours, sentences/s |"
+    );
     println!("|---|---|---|---|---|");
     for (name, path) in VADER_SETS.iter().zip(&files) {
         let rows = read_ground_truth(path)?;
@@ -208,7 +209,9 @@ fn run() -> Result<ExitCode, BoxError> {
         let vader = reference
             .as_ref()
             .and_then(|v| v["sets"][*name]["pearson"].as_f64())
-            .map_or("(set NEXUS_PY_REFERENCE)".to_string(), |x| format!("{x:.3}"));
+            .map_or("(set NEXUS_PY_REFERENCE)".to_string(), |x| {
+                format!("{x:.3}")
+            });
         println!("| {name} | {} | {r:.3} | {vader} | {rate:.0} |", rows.len());
     }
     if let Some(v) = &reference {

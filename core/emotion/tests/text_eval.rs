@@ -106,7 +106,10 @@ fn dev_split_macro_f1_does_not_regress() {
         ek_f1 >= MIN_EKMAN_MACRO_F1,
         "dev Ekman macro-F1 {ek_f1:.4} fell below {MIN_EKMAN_MACRO_F1}"
     );
-    assert!(retuned - f1 < 0.01, "card thresholds are stale: {f1} vs {retuned}");
+    assert!(
+        retuned - f1 < 0.01,
+        "card thresholds are stale: {f1} vs {retuned}"
+    );
 
     // Active labels are exactly the scores at or above the card's thresholds.
     for r in readings.iter().take(200) {

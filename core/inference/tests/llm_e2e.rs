@@ -97,8 +97,15 @@ fn a_stop_sequence_ends_generation_before_it() {
             .generate(&base, &mut |_| Flow::Continue)
             .expect("full");
         let stop = "5".to_string();
-        assert!(full.text.contains(&stop), "{name}: the model counts: {:?}", full.text);
-        let req = GenerateRequest { stop: vec![stop.clone()], ..base };
+        assert!(
+            full.text.contains(&stop),
+            "{name}: the model counts: {:?}",
+            full.text
+        );
+        let req = GenerateRequest {
+            stop: vec![stop.clone()],
+            ..base
+        };
         let mut streamed = String::new();
         let g = model
             .generate(&req, &mut |p| {

@@ -37,7 +37,9 @@ struct Rule {
 }
 
 fn re(pattern: &str) -> Regex {
-    let pattern = pattern.replace("{REL}", RELATIONS).replace("{FEEL}", FEELINGS);
+    let pattern = pattern
+        .replace("{REL}", RELATIONS)
+        .replace("{FEEL}", FEELINGS);
     // The patterns are constants covered by tests; a typo is a bug caught there.
     RegexBuilder::new(&pattern)
         .case_insensitive(true)
@@ -79,13 +81,32 @@ fn third_person(s: &str) -> String {
 
 /// Cuts a captured clause at words that start another clause or only hedge.
 fn clause(s: &str) -> String {
-    let mut s = s.trim().trim_end_matches(['.', '!', '?', ',', ';']).to_owned();
-    for stop in [" though", " but ", " because ", " and i ", " so i ", ", but", ", because", ", and i"] {
+    let mut s = s
+        .trim()
+        .trim_end_matches(['.', '!', '?', ',', ';'])
+        .to_owned();
+    for stop in [
+        " though",
+        " but ",
+        " because ",
+        " and i ",
+        " so i ",
+        ", but",
+        ", because",
+        ", and i",
+    ] {
         if let Some(i) = s.to_lowercase().find(stop) {
             s.truncate(i);
         }
     }
-    for tail in [" now", " anymore", " too", " as well", " lately", " these days"] {
+    for tail in [
+        " now",
+        " anymore",
+        " too",
+        " as well",
+        " lately",
+        " these days",
+    ] {
         if s.to_lowercase().ends_with(tail) {
             let n = s.len() - tail.len();
             s.truncate(n);
@@ -95,7 +116,9 @@ fn clause(s: &str) -> String {
 }
 
 fn key(s: &str) -> String {
-    let stop = ["a", "an", "the", "my", "to", "of", "in", "on", "at", "with", "really", "very"];
+    let stop = [
+        "a", "an", "the", "my", "to", "of", "in", "on", "at", "with", "really", "very",
+    ];
     s.to_lowercase()
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty() && !stop.contains(w))
@@ -118,7 +141,10 @@ fn relation(s: &str) -> String {
 
 fn is_pronoun_object(s: &str) -> bool {
     let first = s.split_whitespace().next().unwrap_or("").to_lowercase();
-    matches!(first.as_str(), "it" | "that" | "this" | "them" | "you" | "him" | "her" | "those" | "these" | "")
+    matches!(
+        first.as_str(),
+        "it" | "that" | "this" | "them" | "you" | "him" | "her" | "those" | "these" | ""
+    )
 }
 
 fn rules() -> &'static [Rule] {
@@ -315,14 +341,20 @@ fn statements(text: &str) -> Vec<String> {
                 let (head, _) = s.rsplit_once(',')?;
                 let head = head.trim();
                 let lower = head.to_lowercase();
-                return (lower.starts_with("i ") || lower.starts_with("i'") || lower.starts_with("my ")).then(|| head.to_owned());
+                return (lower.starts_with("i ")
+                    || lower.starts_with("i'")
+                    || lower.starts_with("my "))
+                .then(|| head.to_owned());
             }
             Some(s)
         })
         // Hypotheticals and reported wishes are not facts.
         .filter(|s| {
             let l = s.to_lowercase();
-            !(l.starts_with("if ") || l.starts_with("what if") || l.contains(" would ") || l.starts_with("maybe "))
+            !(l.starts_with("if ")
+                || l.starts_with("what if")
+                || l.contains(" would ")
+                || l.starts_with("maybe "))
         })
         .collect()
 }
@@ -333,7 +365,9 @@ pub fn extract(user_text: &str) -> Vec<Candidate> {
     for sentence in statements(user_text) {
         for rule in rules() {
             for caps in rule.re.captures_iter(&sentence) {
-                let Some((subject, text, importance)) = (rule.build)(&caps) else { continue };
+                let Some((subject, text, importance)) = (rule.build)(&caps) else {
+                    continue;
+                };
                 if text.split_whitespace().count() < 3 {
                     continue;
                 }
@@ -341,7 +375,12 @@ pub fn extract(user_text: &str) -> Vec<Candidate> {
                 if out.iter().any(|c| c.subject == subject || c.text == text) {
                     continue;
                 }
-                out.push(Candidate { kind: rule.kind, subject, text, importance });
+                out.push(Candidate {
+                    kind: rule.kind,
+                    subject,
+                    text,
+                    importance,
+                });
             }
         }
     }
@@ -364,8 +403,13 @@ mod tests {
     #[test]
     fn people_and_names() {
         let c = extract("My sister Anna is getting married in June.");
-        assert!(c.iter().any(|c| c.kind == MemoryKind::Person && c.subject == "sister.name" && c.text.contains("Anna")));
-        assert!(c.iter().any(|c| c.kind == MemoryKind::Event && c.text.contains("married")));
+        assert!(c.iter().any(|c| c.kind == MemoryKind::Person
+            && c.subject == "sister.name"
+            && c.text.contains("Anna")));
+        assert!(
+            c.iter()
+                .any(|c| c.kind == MemoryKind::Event && c.text.contains("married"))
+        );
         assert_eq!(texts("Please call me Alex.")[0], "The user's name is Alex.");
         assert_eq!(extract("My mom is called Maria.")[0].subject, "mother.name");
     }
@@ -380,9 +424,18 @@ mod tests {
 
     #[test]
     fn preferences_with_polarity_and_pronouns() {
-        assert_eq!(texts("I really love hiking in the mountains."), ["The user loves hiking in the mountains."]);
-        assert_eq!(texts("I don't really like jazz though."), ["The user does not like jazz."]);
-        assert!(texts("The apartment is tiny but I love it.").is_empty(), "\"it\" is not a preference");
+        assert_eq!(
+            texts("I really love hiking in the mountains."),
+            ["The user loves hiking in the mountains."]
+        );
+        assert_eq!(
+            texts("I don't really like jazz though."),
+            ["The user does not like jazz."]
+        );
+        assert!(
+            texts("The apartment is tiny but I love it.").is_empty(),
+            "\"it\" is not a preference"
+        );
     }
 
     #[test]
@@ -395,17 +448,27 @@ mod tests {
             "She makes the best lasagna.",
             "Maybe I should talk to someone.",
         ] {
-            let found: Vec<_> = extract(s).into_iter().filter(|c| c.kind != MemoryKind::Person).collect();
+            let found: Vec<_> = extract(s)
+                .into_iter()
+                .filter(|c| c.kind != MemoryKind::Person)
+                .collect();
             assert!(found.is_empty(), "{s:?} gave {found:?}");
         }
-        assert_eq!(texts("I'm 29 years old, isn't it late to start?"), ["The user is 29 years old."]);
+        assert_eq!(
+            texts("I'm 29 years old, isn't it late to start?"),
+            ["The user is 29 years old."]
+        );
     }
 
     #[test]
     fn lowercase_words_are_not_names() {
         let c = extract("I broke up with my girlfriend last week.");
         assert!(c.iter().all(|c| c.kind != MemoryKind::Person), "{c:?}");
-        assert!(extract("My grandmother passed away in the spring.").iter().all(|c| c.kind != MemoryKind::Person));
+        assert!(
+            extract("My grandmother passed away in the spring.")
+                .iter()
+                .all(|c| c.kind != MemoryKind::Person)
+        );
     }
 
     #[test]

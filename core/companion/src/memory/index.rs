@@ -44,7 +44,10 @@ pub struct Hit {
 fn quantize(v: &[f32], out: &mut Vec<i8>) -> f32 {
     let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-    out.extend(v.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8));
+    out.extend(
+        v.iter()
+            .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8),
+    );
     scale
 }
 
@@ -59,7 +62,11 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
             acc[i] += i32::from(x[i]) * i32::from(y[i]);
         }
     }
-    let tail: i32 = ra.iter().zip(rb).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+    let tail: i32 = ra
+        .iter()
+        .zip(rb)
+        .map(|(x, y)| i32::from(*x) * i32::from(*y))
+        .sum();
     acc.iter().sum::<i32>() + tail
 }
 
@@ -70,7 +77,10 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 impl VectorIndex {
     /// An empty index for vectors of `dim` dimensions.
     pub fn new(dim: usize) -> Self {
-        Self { dim, ..Self::default() }
+        Self {
+            dim,
+            ..Self::default()
+        }
     }
 
     /// Number of vectors.
@@ -127,7 +137,10 @@ impl VectorIndex {
         }
         let mut hits: Vec<Hit> = approx
             .into_iter()
-            .map(|(_, slot)| Hit { slot, cosine: dot_f32(&self.f[slot * self.dim..(slot + 1) * self.dim], query) })
+            .map(|(_, slot)| Hit {
+                slot,
+                cosine: dot_f32(&self.f[slot * self.dim..(slot + 1) * self.dim], query),
+            })
             .collect();
         hits.sort_by(|a, b| b.cosine.total_cmp(&a.cosine));
         hits.truncate(k);
@@ -143,7 +156,9 @@ mod tests {
         let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let v: Vec<f32> = (0..dim)
             .map(|_| {
-                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
             .collect();
@@ -152,7 +167,12 @@ mod tests {
     }
 
     fn meta() -> Meta {
-        Meta { id: MemoryId::new(), importance: 0.5, pinned: false, fresh_at: Timestamp(0) }
+        Meta {
+            id: MemoryId::new(),
+            importance: 0.5,
+            pinned: false,
+            fresh_at: Timestamp(0),
+        }
     }
 
     #[test]
@@ -165,13 +185,20 @@ mod tests {
         }
         for q in [3u64, 777, 1999] {
             let query = &vs[q as usize];
-            let mut exact: Vec<(f32, usize)> = vs.iter().enumerate().map(|(i, v)| (dot_f32(v, query), i)).collect();
+            let mut exact: Vec<(f32, usize)> = vs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (dot_f32(v, query), i))
+                .collect();
             exact.sort_by(|a, b| b.0.total_cmp(&a.0));
             let got = idx.nearest(query, 10);
             assert_eq!(got[0].slot, q as usize);
             let want: Vec<usize> = exact.iter().take(10).map(|e| e.1).collect();
             let have: Vec<usize> = got.iter().map(|h| h.slot).collect();
-            assert_eq!(have, want, "int8 shortlist + exact rescoring keeps exact top-10");
+            assert_eq!(
+                have, want,
+                "int8 shortlist + exact rescoring keeps exact top-10"
+            );
         }
     }
 

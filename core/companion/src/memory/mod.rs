@@ -114,7 +114,10 @@ impl MemorySnapshot {
         }
         // Slots of the index are the first `index.len()` items.
         ordered.extend(unindexed);
-        Self { items: ordered, index }
+        Self {
+            items: ordered,
+            index,
+        }
     }
 
     /// All memories of the snapshot.
@@ -158,15 +161,24 @@ impl MemorySnapshot {
                     + settings.w_recency * recency
                     + settings.w_importance * m.importance
                     + if m.pinned { 0.05 } else { 0.0 };
-                Some(Recalled { memory: m.clone(), relevance: hit.cosine, score })
+                Some(Recalled {
+                    memory: m.clone(),
+                    relevance: hit.cosine,
+                    score,
+                })
             })
             .collect();
         // Pinned memories without an embedding still come along.
-        scored.extend(self.items[self.index.len()..].iter().filter(|m| m.pinned).map(|m| Recalled {
-            memory: m.clone(),
-            relevance: 0.0,
-            score: settings.w_importance * m.importance + 0.05,
-        }));
+        scored.extend(
+            self.items[self.index.len()..]
+                .iter()
+                .filter(|m| m.pinned)
+                .map(|m| Recalled {
+                    memory: m.clone(),
+                    relevance: 0.0,
+                    score: settings.w_importance * m.importance + 0.05,
+                }),
+        );
         scored.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut used = 0;
         let mut out = Vec::new();
@@ -195,14 +207,26 @@ pub struct Memories<'a> {
 
 impl std::fmt::Debug for Memories<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memories").field("settings", &self.settings).finish()
+        f.debug_struct("Memories")
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
 impl<'a> Memories<'a> {
     /// Memory with these settings.
-    pub fn new(store: &'a dyn Store, embedder: &'a dyn Embedder, clock: &'a dyn Clock, settings: MemorySettings) -> Self {
-        Self { store, embedder, clock, settings }
+    pub fn new(
+        store: &'a dyn Store,
+        embedder: &'a dyn Embedder,
+        clock: &'a dyn Clock,
+        settings: MemorySettings,
+    ) -> Self {
+        Self {
+            store,
+            embedder,
+            clock,
+            settings,
+        }
     }
 
     /// The settings.
@@ -224,7 +248,8 @@ impl<'a> Memories<'a> {
         for (cand, vector) in candidates.into_iter().zip(vectors) {
             let duplicate = active.iter().any(|m| {
                 m.text.eq_ignore_ascii_case(&cand.text)
-                    || (m.embedding.len() == vector.len() && cosine(&m.embedding, &vector) >= self.settings.dedupe_cosine)
+                    || (m.embedding.len() == vector.len()
+                        && cosine(&m.embedding, &vector) >= self.settings.dedupe_cosine)
             });
             if duplicate {
                 learned.duplicates += 1;
@@ -245,7 +270,9 @@ impl<'a> Memories<'a> {
                 last_used_at: None,
                 superseded_by: None,
             };
-            let old = active.iter().position(|m| !m.pinned && !item.subject.is_empty() && m.subject == item.subject);
+            let old = active
+                .iter()
+                .position(|m| !m.pinned && !item.subject.is_empty() && m.subject == item.subject);
             match old {
                 Some(i) => {
                     let old = active.remove(i);
@@ -262,11 +289,19 @@ impl<'a> Memories<'a> {
 
     /// The active memories of a companion, indexed for recall.
     pub fn snapshot(&self, companion: CompanionId) -> Result<MemorySnapshot> {
-        Ok(MemorySnapshot::new(self.store.list_memories(companion, false)?, self.embedder.dimension()))
+        Ok(MemorySnapshot::new(
+            self.store.list_memories(companion, false)?,
+            self.embedder.dimension(),
+        ))
     }
 
     /// The memories most worth knowing to answer `query`.
-    pub fn recall(&self, snapshot: &MemorySnapshot, query: &str, count_tokens: &dyn Fn(&str) -> usize) -> Result<Vec<Recalled>> {
+    pub fn recall(
+        &self,
+        snapshot: &MemorySnapshot,
+        query: &str,
+        count_tokens: &dyn Fn(&str) -> usize,
+    ) -> Result<Vec<Recalled>> {
         if snapshot.is_empty() || query.trim().is_empty() {
             return Ok(Vec::new());
         }
@@ -275,7 +310,12 @@ impl<'a> Memories<'a> {
     }
 
     /// Memories matching a free-text search, best first (superseded ones excluded).
-    pub fn search(&self, companion: CompanionId, text: &str, k: usize) -> Result<Vec<(MemoryItem, f32)>> {
+    pub fn search(
+        &self,
+        companion: CompanionId,
+        text: &str,
+        k: usize,
+    ) -> Result<Vec<(MemoryItem, f32)>> {
         let snapshot = self.snapshot(companion)?;
         let q = self.embedder.embed(&[text])?.pop().unwrap_or_default();
         let needle = text.to_lowercase();
@@ -283,8 +323,16 @@ impl<'a> Memories<'a> {
             .items
             .iter()
             .map(|m| {
-                let sim = if m.embedding.len() == q.len() { cosine(&m.embedding, &q) } else { 0.0 };
-                let bonus = if m.text.to_lowercase().contains(&needle) { 1.0 } else { 0.0 };
+                let sim = if m.embedding.len() == q.len() {
+                    cosine(&m.embedding, &q)
+                } else {
+                    0.0
+                };
+                let bonus = if m.text.to_lowercase().contains(&needle) {
+                    1.0
+                } else {
+                    0.0
+                };
                 (m.clone(), sim + bonus)
             })
             .collect();
@@ -316,8 +364,12 @@ impl<'a> Memories<'a> {
                     .split(|c: char| !c.is_alphanumeric())
                     .map(str::to_owned)
                     .collect();
-                let names_it = words.iter().all(|w| text.iter().any(|t| t == w || t.strip_suffix('s') == Some(w)));
-                let close = m.embedding.len() == q.len() && cosine(&m.embedding, &q) >= self.settings.forget_cosine;
+                let names_it = words.iter().all(|w| {
+                    text.iter()
+                        .any(|t| t == w || t.strip_suffix('s') == Some(w))
+                });
+                let close = m.embedding.len() == q.len()
+                    && cosine(&m.embedding, &q) >= self.settings.forget_cosine;
                 names_it || close
             })
             .collect();

@@ -99,7 +99,11 @@ impl Embeddings {
                 h,
                 vb.pp("position_embeddings"),
             )?,
-            token_type: candle_nn::embedding(cfg.type_vocab_size, h, vb.pp("token_type_embeddings"))?,
+            token_type: candle_nn::embedding(
+                cfg.type_vocab_size,
+                h,
+                vb.pp("token_type_embeddings"),
+            )?,
             norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
         })
     }
@@ -145,14 +149,22 @@ impl EncoderLayer {
             key: candle_nn::linear(h, h, slf.pp("key"))?,
             value: candle_nn::linear(h, h, slf.pp("value"))?,
             attn_out: candle_nn::linear(h, h, att.pp("output").pp("dense"))?,
-            attn_norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, att.pp("output").pp("LayerNorm"))?,
+            attn_norm: candle_nn::layer_norm(
+                h,
+                cfg.layer_norm_eps,
+                att.pp("output").pp("LayerNorm"),
+            )?,
             intermediate: candle_nn::linear(
                 h,
                 cfg.intermediate_size,
                 vb.pp("intermediate").pp("dense"),
             )?,
             output: candle_nn::linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
-            out_norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+            out_norm: candle_nn::layer_norm(
+                h,
+                cfg.layer_norm_eps,
+                vb.pp("output").pp("LayerNorm"),
+            )?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
             eps: cfg.layer_norm_eps,

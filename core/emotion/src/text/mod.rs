@@ -187,9 +187,7 @@ impl TextReading {
         if self.flags.empty {
             return GoEmotion::Neutral;
         }
-        self.labels
-            .first()
-            .map_or(GoEmotion::Neutral, |&(l, _)| l)
+        self.labels.first().map_or(GoEmotion::Neutral, |&(l, _)| l)
     }
 
     /// Valence, arousal and confidence as the crate's common [`Affect`](crate::Affect).
@@ -284,14 +282,15 @@ impl TextEmotion {
         let base_vb =
             VarBuilder::from_buffered_safetensors(base.safetensors.to_vec(), DType::F32, &device)
                 .map_err(|e| invalid("base model weights", e))?;
-        let trained_vb = VarBuilder::from_buffered_safetensors(weights.to_vec(), DType::F32, &device)
-            .map_err(|e| invalid("trained weights", e))?;
+        let trained_vb =
+            VarBuilder::from_buffered_safetensors(weights.to_vec(), DType::F32, &device)
+                .map_err(|e| invalid("trained weights", e))?;
         let lower = Lower::load(&base_vb, &cfg, card.first_trained_layer)
             .map_err(|e| invalid("base model weights", e))?;
         let upper = Upper::load(&trained_vb, &trained_vb, &cfg, card.first_trained_layer)
             .map_err(|e| invalid("trained weights", e))?;
-        let mut tokenizer = Tokenizer::from_bytes(base.tokenizer_json)
-            .map_err(|e| invalid("tokenizer.json", e))?;
+        let mut tokenizer =
+            Tokenizer::from_bytes(base.tokenizer_json).map_err(|e| invalid("tokenizer.json", e))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -370,7 +369,10 @@ impl TextEmotion {
                 out[i] = Some(self.reading(texts[i], enc, &go, &ek));
             }
         }
-        Ok(out.into_iter().map(|r| r.unwrap_or_else(TextReading::empty)).collect())
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(TextReading::empty))
+            .collect())
     }
 
     /// The model on a batch of encodings: per row, the 28 label probabilities and the 7 Ekman
@@ -393,7 +395,13 @@ impl TextEmotion {
         Ok(go.into_iter().zip(ek).collect())
     }
 
-    fn reading(&self, text: &str, enc: &tokenizers::Encoding, go: &[f32], ek_head: &[f32]) -> TextReading {
+    fn reading(
+        &self,
+        text: &str,
+        enc: &tokenizers::Encoding,
+        go: &[f32],
+        ek_head: &[f32],
+    ) -> TextReading {
         let special = enc.get_special_tokens_mask();
         let pieces = special.iter().filter(|&&s| s == 0).count();
         let unknown = enc
@@ -413,12 +421,22 @@ impl TextEmotion {
 }
 
 /// Turns probabilities into a reading with the card's thresholds and the Ekman source.
-fn decide(card: &ModelCard, go: &[f32], ek_head: &[f32], flags: TextFlags, readable: f32) -> TextReading {
+fn decide(
+    card: &ModelCard,
+    go: &[f32],
+    ek_head: &[f32],
+    flags: TextFlags,
+    readable: f32,
+) -> TextReading {
     let ekman_scores: Vec<f32> = match card.ekman_source {
         EkmanSource::Head => ek_head.to_vec(),
         EkmanSource::Derived => labels::ekman_from_go(go).to_vec(),
     };
-    let mut labels: Vec<(GoEmotion, f32)> = GoEmotion::ALL.iter().copied().zip(go.iter().copied()).collect();
+    let mut labels: Vec<(GoEmotion, f32)> = GoEmotion::ALL
+        .iter()
+        .copied()
+        .zip(go.iter().copied())
+        .collect();
     labels.sort_by(|a, b| b.1.total_cmp(&a.1));
     let active = labels
         .iter()
@@ -429,7 +447,11 @@ fn decide(card: &ModelCard, go: &[f32], ek_head: &[f32], flags: TextFlags, reada
     ekman.sort_by(|a, b| b.1.total_cmp(&a.1));
     let ekman_active = ekman
         .iter()
-        .filter(|(g, p)| card.ekman_thresholds.get(g.index()).is_some_and(|&t| *p >= t))
+        .filter(|(g, p)| {
+            card.ekman_thresholds
+                .get(g.index())
+                .is_some_and(|&t| *p >= t)
+        })
         .map(|&(g, _)| g)
         .collect();
     let (valence, arousal) = labels::valence_arousal(go);
@@ -453,8 +475,16 @@ fn validate_card(card: &ModelCard) -> Result<()> {
     let names: Vec<&str> = GoEmotion::ALL.iter().map(|l| l.name()).collect();
     let ekman: Vec<&str> = Ekman::ALL.iter().map(|g| g.name()).collect();
     let ok = card.format == 1
-        && card.labels.iter().map(String::as_str).eq(names.iter().copied())
-        && card.ekman_labels.iter().map(String::as_str).eq(ekman.iter().copied())
+        && card
+            .labels
+            .iter()
+            .map(String::as_str)
+            .eq(names.iter().copied())
+        && card
+            .ekman_labels
+            .iter()
+            .map(String::as_str)
+            .eq(ekman.iter().copied())
         && card.thresholds.len() == NUM_GO
         && card.ekman_thresholds.len() == NUM_EKMAN
         && card

@@ -40,9 +40,11 @@ fn label_indices_names_and_order_match_the_dataset() {
         assert_eq!(l.index(), i);
     }
     assert_eq!(GoEmotion::from_index(NUM_GO), None);
-    for (i, name) in ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise",
+    ]
+    .iter()
+    .enumerate()
     {
         assert_eq!(Ekman::from_index(i).map(Ekman::name), Some(*name));
     }
@@ -109,7 +111,12 @@ fn derived_ekman_is_a_noisy_or_per_group() {
 #[test]
 fn f1_thresholds_and_macro_average() {
     // Label 0: positives score high; label 1 never occurs.
-    let scores = vec![vec![0.9, 0.1], vec![0.8, 0.2], vec![0.3, 0.1], vec![0.2, 0.4]];
+    let scores = vec![
+        vec![0.9, 0.1],
+        vec![0.8, 0.2],
+        vec![0.3, 0.1],
+        vec![0.2, 0.4],
+    ];
     let gold = vec![
         vec![true, false],
         vec![true, false],
@@ -161,7 +168,13 @@ fn ekman_head_source_uses_the_head_scores() {
     let c = card(EkmanSource::Head);
     let mut head = [0.1f32; NUM_EKMAN];
     head[Ekman::Surprise.index()] = 0.7;
-    let r = decide(&c, &one_hot(GoEmotion::Joy, 0.9), &head, TextFlags::default(), 1.0);
+    let r = decide(
+        &c,
+        &one_hot(GoEmotion::Joy, 0.9),
+        &head,
+        TextFlags::default(),
+        1.0,
+    );
     assert_eq!(r.ekman_active, vec![Ekman::Surprise]);
     assert!((r.ekman_score(Ekman::Surprise) - 0.7).abs() < 1e-6);
 }

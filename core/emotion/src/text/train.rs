@@ -153,11 +153,13 @@ pub fn read_split(data_dir: &Path, split: &str) -> TrainResult<Vec<Example>> {
             }
             let mut go = [false; NUM_GO];
             for l in go_l {
-                *go.get_mut(l).ok_or(format!("{split}: label {l} out of range"))? = true;
+                *go.get_mut(l)
+                    .ok_or(format!("{split}: label {l} out of range"))? = true;
             }
             let mut ek = [false; NUM_EKMAN];
             for l in ek_l {
-                *ek.get_mut(l).ok_or(format!("{split}: ekman label {l} out of range"))? = true;
+                *ek.get_mut(l)
+                    .ok_or(format!("{split}: ekman label {l} out of range"))? = true;
             }
             Ok(Example {
                 text,
@@ -211,7 +213,10 @@ fn fnv(ids: &[Vec<u32>], extra: &[u64]) -> u64 {
 
 fn tokenize(tok: &Tokenizer, examples: &[Example]) -> TrainResult<Vec<Vec<u32>>> {
     let enc = tok
-        .encode_batch(examples.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(), true)
+        .encode_batch(
+            examples.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
+            true,
+        )
         .map_err(err)?;
     Ok(enc.iter().map(|e| e.get_ids().to_vec()).collect())
 }
@@ -265,7 +270,11 @@ fn frozen_outputs(
         }
         let t = Tensor::from_vec(flat, (n, len), &dev).map_err(err)?;
         let m = Tensor::from_vec(mask, (n, len), &dev).map_err(err)?;
-        let out = lower.forward(&t, &m).map_err(err)?.to_vec3::<f32>().map_err(err)?;
+        let out = lower
+            .forward(&t, &m)
+            .map_err(err)?
+            .to_vec3::<f32>()
+            .map_err(err)?;
         for (r, &i) in chunk.iter().enumerate() {
             let (s, l) = rows[i];
             for (k, v) in out[r].iter().take(l).enumerate() {
@@ -350,8 +359,13 @@ fn batch(cache: &Cached, idx: &[usize], dev: &Device) -> candle_core::Result<(Te
     ))
 }
 
-fn targets<const K: usize>(rows: impl Iterator<Item = [bool; K]>, dev: &Device) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> = rows.flat_map(|r| r.map(|b| if b { 1.0 } else { 0.0 })).collect();
+fn targets<const K: usize>(
+    rows: impl Iterator<Item = [bool; K]>,
+    dev: &Device,
+) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = rows
+        .flat_map(|r| r.map(|b| if b { 1.0 } else { 0.0 }))
+        .collect();
     let n = v.len() / K;
     Tensor::from_vec(v, (n, K), dev)
 }
@@ -368,8 +382,14 @@ fn predict(upper: &Upper, cache: &Cached, dev: &Device) -> TrainResult<Probs> {
     for chunk in order.chunks(128) {
         let (h, m) = batch(cache, chunk, dev).map_err(err)?;
         let (g, e) = upper.forward(&h, &m, false, None).map_err(err)?;
-        let g = candle_nn::ops::sigmoid(&g).map_err(err)?.to_vec2::<f32>().map_err(err)?;
-        let e = candle_nn::ops::sigmoid(&e).map_err(err)?.to_vec2::<f32>().map_err(err)?;
+        let g = candle_nn::ops::sigmoid(&g)
+            .map_err(err)?
+            .to_vec2::<f32>()
+            .map_err(err)?;
+        let e = candle_nn::ops::sigmoid(&e)
+            .map_err(err)?
+            .to_vec2::<f32>()
+            .map_err(err)?;
         for ((&i, gr), er) in chunk.iter().zip(g).zip(e) {
             go[i] = gr;
             ek[i] = er;
@@ -410,12 +430,19 @@ pub fn score_dev(go: &[Vec<f32>], ek_head: &[Vec<f32>], gold: &[Example]) -> Dev
     let g_go: Vec<Vec<bool>> = gold.iter().map(|e| e.go.to_vec()).collect();
     let g_ek: Vec<Vec<bool>> = gold.iter().map(|e| e.ekman.to_vec()).collect();
     let thresholds = metrics::tune_thresholds(go, &g_go, NUM_GO);
-    let derived: Vec<Vec<f32>> = go.iter().map(|p| labels::ekman_from_go(p).to_vec()).collect();
+    let derived: Vec<Vec<f32>> = go
+        .iter()
+        .map(|p| labels::ekman_from_go(p).to_vec())
+        .collect();
     let th_head = metrics::tune_thresholds(ek_head, &g_ek, NUM_EKMAN);
     let th_der = metrics::tune_thresholds(&derived, &g_ek, NUM_EKMAN);
     let head_f1 = metrics::macro_f1(ek_head, &g_ek, &th_head);
     let der_f1 = metrics::macro_f1(&derived, &g_ek, &th_der);
-    let better = if head_f1 >= der_f1 { ek_head } else { &derived[..] };
+    let better = if head_f1 >= der_f1 {
+        ek_head
+    } else {
+        &derived[..]
+    };
     DevScores {
         macro_f1: metrics::macro_f1(go, &g_go, &thresholds),
         macro_f1_cross_fitted: metrics::cross_fitted_macro_f1(go, &g_go, NUM_GO),
@@ -434,7 +461,10 @@ pub fn score_dev(go: &[Vec<f32>], ek_head: &[Vec<f32>], gold: &[Example]) -> Dev
 fn snapshot(maps: &[&VarMap]) -> TrainResult<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for m in maps {
-        let data = m.data().lock().map_err(|_| "var map lock poisoned".to_string())?;
+        let data = m
+            .data()
+            .lock()
+            .map_err(|_| "var map lock poisoned".to_string())?;
         for (name, var) in data.iter() {
             out.insert(name.clone(), var.as_tensor().copy().map_err(err)?);
         }
@@ -476,7 +506,14 @@ pub fn run(cfg: &TrainConfig) -> TrainResult<ModelCard> {
     let lower = Lower::load(&base_vb, &bert_cfg, first).map_err(err)?;
     let train_ids = tokenize(&tok, &train)?;
     let dev_ids = tokenize(&tok, &dev_set)?;
-    let train_cache = frozen_outputs(&lower, &train_ids, bert_cfg.hidden_size, cfg, "train", first)?;
+    let train_cache = frozen_outputs(
+        &lower,
+        &train_ids,
+        bert_cfg.hidden_size,
+        cfg,
+        "train",
+        first,
+    )?;
     let dev_cache = frozen_outputs(&lower, &dev_ids, bert_cfg.hidden_size, cfg, "dev", first)?;
     let cache_secs = started.elapsed().as_secs_f64();
     drop(lower);
@@ -549,7 +586,10 @@ pub fn run(cfg: &TrainConfig) -> TrainResult<ModelCard> {
     // Length buckets: sort by length, cut into batches, shuffle the batch order every epoch.
     let mut by_len: Vec<usize> = (0..train.len()).collect();
     by_len.sort_by_key(|&i| (train_cache.len_of(i), i));
-    let batches: Vec<Vec<usize>> = by_len.chunks(cfg.batch_size.max(1)).map(<[usize]>::to_vec).collect();
+    let batches: Vec<Vec<usize>> = by_len
+        .chunks(cfg.batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
     let total_steps = (batches.len() * cfg.epochs).max(1);
     let warmup_steps = ((total_steps as f64) * cfg.warmup).ceil().max(1.0) as usize;
     let lr_at = |step: usize| -> f64 {
@@ -641,8 +681,14 @@ pub fn run(cfg: &TrainConfig) -> TrainResult<ModelCard> {
             let card = store(cfg, &bert_cfg, &weights, &dev_cache, &dev_set, &info)?;
             best = Some((s.macro_f1, epoch + 1));
             best_card = Some(card);
-        } else if best.as_ref().is_some_and(|(_, e)| epoch + 1 - e >= cfg.patience.max(1)) {
-            eprintln!("no better dev macro-F1 for {} epoch(s): stopping", cfg.patience.max(1));
+        } else if best
+            .as_ref()
+            .is_some_and(|(_, e)| epoch + 1 - e >= cfg.patience.max(1))
+        {
+            eprintln!(
+                "no better dev macro-F1 for {} epoch(s): stopping",
+                cfg.patience.max(1)
+            );
             break;
         }
     }
@@ -674,7 +720,11 @@ fn store(
     info: &RunInfo,
 ) -> TrainResult<ModelCard> {
     let dev = Device::Cpu;
-    let dtype = if cfg.f32_weights { DType::F32 } else { DType::F16 };
+    let dtype = if cfg.f32_weights {
+        DType::F32
+    } else {
+        DType::F16
+    };
     let mut stored = HashMap::new();
     for (k, v) in weights {
         stored.insert(k.clone(), v.to_dtype(dtype).map_err(err)?);
@@ -711,7 +761,10 @@ fn store(
         base_model: "all-minilm-l6-v2".into(),
         first_trained_layer: info.first,
         weights_dtype: if cfg.f32_weights { "f32" } else { "f16" }.into(),
-        labels: GoEmotion::ALL.iter().map(|l| l.name().to_string()).collect(),
+        labels: GoEmotion::ALL
+            .iter()
+            .map(|l| l.name().to_string())
+            .collect(),
         thresholds: s.thresholds.clone(),
         ekman_labels: Ekman::ALL.iter().map(|g| g.name().to_string()).collect(),
         ekman_source,
