@@ -69,22 +69,22 @@ struct TrainEmotionArgs {
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Maximum number of epochs.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 3)]
     epochs: usize,
     /// Stop after this many epochs without a better dev macro-F1.
     #[arg(long, default_value_t = 1)]
     patience: usize,
     /// Number of top encoder layers trained (the rest stay frozen).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     trained_layers: usize,
     /// Sentences per batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Peak learning rate of the encoder layers.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 2e-4)]
     lr_encoder: f64,
     /// Peak learning rate of the heads.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 3e-3)]
     lr_head: f64,
     /// Dropout rate.
     #[arg(long, default_value_t = 0.1)]

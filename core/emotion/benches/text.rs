@@ -126,8 +126,8 @@ fn run() -> Result<ExitCode, BoxError> {
     println!("# Text emotion benchmark ({threads} threads)");
     println!();
     println!(
-        "model: all-MiniLM-L6-v2 layers 0..{} frozen + layers {}..5 and heads trained ({}), \
-         Ekman from the {:?}",
+        "model: all-MiniLM-L6-v2 embeddings and layers 0..{} frozen, layers {}.. and heads \
+         trained ({}), Ekman scores: {:?}",
         card.first_trained_layer, card.first_trained_layer, card.weights_dtype, card.ekman_source
     );
     println!(
@@ -135,7 +135,16 @@ fn run() -> Result<ExitCode, BoxError> {
         model.parameter_count() as f64 / 1e6,
         BUNDLED_WEIGHTS.len() as f64 / 1e6
     );
-    println!("dev metrics (model card): {}", card.dev_metrics);
+    let m = &card.dev_metrics;
+    println!(
+        "dev (model card): macro-F1 {} (thresholds tuned on dev; cross-fitted {}), micro-F1 {}, \
+         Ekman macro-F1 {} (cross-fitted {})",
+        m["macro_f1"],
+        m["macro_f1_cross_fitted"],
+        m["micro_f1"],
+        m["ekman_macro_f1"],
+        m["ekman_macro_f1_cross_fitted"]
+    );
     println!();
 
     // Warm-up, then one sentence at a time.

@@ -13,9 +13,9 @@ use nexus_emotion::text::metrics::{macro_f1, tune_thresholds};
 use nexus_emotion::text::{Ekman, GoEmotion, NUM_EKMAN, NUM_GO, TextEmotion};
 
 /// Dev macro-F1 over the 28 labels reached by the shipped model, minus 0.005.
-const MIN_MACRO_F1: f32 = 0.0;
+const MIN_MACRO_F1: f32 = 0.525;
 /// Dev Ekman macro-F1 reached by the shipped model, minus 0.005.
-const MIN_EKMAN_MACRO_F1: f32 = 0.0;
+const MIN_EKMAN_MACRO_F1: f32 = 0.629;
 
 fn data_dir() -> PathBuf {
     std::env::var_os("NEXUS_GOEMOTIONS_DIR")
