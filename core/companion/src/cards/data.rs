@@ -369,6 +369,18 @@ mod tests {
     }
 
     #[test]
+    fn numbers_survive_a_round_trip_exactly() {
+        // Found by fuzzing: without serde_json's `float_roundtrip`, a long number was parsed
+        // to a neighbouring float and changed on the next import.
+        let text = r#"{"name":"Tom","x":44444444444444444444444444444444444444444444444,"y":0.1}"#;
+        let first = parse_str(text).expect("v1");
+        let mut c = companion(Some(Value::Object(first.data.clone())));
+        c.name = "Tom".into();
+        let again = from_value(v3_card(&c, None)).expect("reimport");
+        assert_eq!(again.data[TOP_LEVEL_KEY], first.data[TOP_LEVEL_KEY]);
+    }
+
+    #[test]
     fn wrong_or_broken_cards_are_clear_errors() {
         for (input, needle) in [
             ("{", "not valid JSON"),
