@@ -11,7 +11,7 @@ use nexus_store_sqlite::SqliteStore;
 use tempfile::TempDir;
 
 /// The schema version of this build (the number of migrations).
-const CURRENT_VERSION: i64 = 2;
+const CURRENT_VERSION: i64 = 3;
 
 fn temp_file(name: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
