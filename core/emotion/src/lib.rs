@@ -10,6 +10,7 @@
 
 pub mod biometrics;
 pub mod face;
+pub mod fusion;
 pub mod prosody;
 pub mod text;
 
