@@ -57,12 +57,15 @@ pub struct ConversationEngine<'a> {
     store: &'a dyn Store,
     clock: &'a dyn Clock,
     settings: ChatSettings,
+    /// Extra lines appended to the system prompt of the next replies (tone guidance).
+    guidance: Vec<String>,
 }
 
 impl std::fmt::Debug for ConversationEngine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConversationEngine")
             .field("settings", &self.settings)
+            .field("guidance", &self.guidance)
             .finish()
     }
 }
@@ -74,7 +77,28 @@ impl<'a> ConversationEngine<'a> {
             store,
             clock,
             settings,
+            guidance: Vec::new(),
         }
+    }
+
+    /// Appends these lines (tone guidance from the user's emotional state, see
+    /// [`mood`](crate::mood)) to the system prompt of its replies; blank lines are ignored.
+    pub fn with_guidance(mut self, lines: Vec<String>) -> Self {
+        self.guidance = lines
+            .into_iter()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        self
+    }
+
+    /// The companion's system prompt with the guidance lines appended.
+    fn system_prompt_for(&self, companion: &Companion) -> String {
+        let mut prompt = system_prompt(companion);
+        if !self.guidance.is_empty() {
+            prompt.push_str("\n\n");
+            prompt.push_str(&self.guidance.join("\n"));
+        }
+        prompt
     }
 
     /// Starts a new conversation; the companion's greeting (if any) is its first message.
@@ -147,7 +171,7 @@ impl<'a> ConversationEngine<'a> {
         // examples, lorebook and post-history instructions (plain `assemble` otherwise).
         let plan = assemble_for(
             &companion,
-            &system_prompt(&companion),
+            &self.system_prompt_for(&companion),
             &history,
             text,
             budget,
@@ -202,6 +226,46 @@ mod tests {
 
     fn setup() -> (MemoryStore, SteppingClock) {
         (MemoryStore::new(), SteppingClock::new(1_000, 10))
+    }
+
+    #[test]
+    fn guidance_lines_are_appended_to_the_system_prompt() {
+        let (store, clock) = setup();
+        let c = create(&store, &clock, &CompanionDraft::default_companion()).expect("companion");
+        let plain = ConversationEngine::new(&store, &clock, ChatSettings::default());
+        let conv = plain.start_conversation(&c).expect("conversation");
+        let guided = ConversationEngine::new(&store, &clock, ChatSettings::default())
+            .with_guidance(vec![
+                "The user seems anxious (confidence 0.7). Be calm.".into(),
+                "  ".into(),
+                "Your own mood is calm.".into(),
+            ]);
+        let mut llm = FakeLlm::new(&["One.", "Two."]);
+        guided
+            .reply(&mut llm, conv.id, "I'm worried.", None, &mut |_| {
+                Flow::Continue
+            })
+            .expect("guided reply");
+        plain
+            .reply(&mut llm, conv.id, "Hello.", None, &mut |_| Flow::Continue)
+            .expect("plain reply");
+        let requests = llm.recorded();
+        let system = |i: usize| requests[i].messages[0].content.clone();
+        assert!(
+            system(0).ends_with(
+                "\n\nThe user seems anxious (confidence 0.7). Be calm.\nYour own mood is calm."
+            ),
+            "{}",
+            system(0)
+        );
+        assert!(
+            system(0).starts_with(&system(1)),
+            "the persona prompt comes first"
+        );
+        assert!(
+            !system(1).contains("anxious"),
+            "no guidance, no extra lines"
+        );
     }
 
     #[test]
