@@ -8,6 +8,7 @@
 //! Must not contain: terminal or UI code, platform APIs (they come in through ports).
 
 pub mod archive;
+pub mod emotion;
 #[cfg(feature = "native")]
 pub mod native;
 
@@ -53,6 +54,9 @@ pub enum AppError {
     /// A character card cannot be read (bad input) or written.
     #[error(transparent)]
     Card(CardError),
+    /// Emotion understanding failed (no text emotion model, or it failed).
+    #[error(transparent)]
+    Emotion(emotion::EmotionAppError),
     /// Fetching or verifying models failed.
     #[cfg(feature = "native")]
     #[error(transparent)]
@@ -95,6 +99,7 @@ pub struct Nexus {
     clock: Arc<dyn Clock>,
     settings: ChatSettings,
     llm: Option<Box<dyn LanguageModel>>,
+    emotion: emotion::EmotionState,
 }
 
 impl std::fmt::Debug for Nexus {
@@ -114,6 +119,7 @@ impl Nexus {
             clock,
             settings: ChatSettings::default(),
             llm: None,
+            emotion: emotion::EmotionState::default(),
         }
     }
 
@@ -283,9 +289,16 @@ impl Nexus {
         cancel: Option<CancelToken>,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Reply> {
-        let engine = ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone());
+        if self.llm.is_none() {
+            return Err(AppError::NoModel);
+        }
+        let emotion = self.prepare_emotion(conversation, text); // tone guidance (emotion.rs)
+        let engine = ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone())
+            .with_guidance(emotion.guidance());
         let llm = self.llm.as_deref_mut().ok_or(AppError::NoModel)?;
-        Ok(engine.reply(llm, conversation, text, cancel, on_text)?)
+        let reply = engine.reply(llm, conversation, text, cancel, on_text)?;
+        self.finish_emotion(emotion, &reply); // journal + mood (emotion.rs)
+        Ok(reply)
     }
 }
 
