@@ -65,6 +65,12 @@ fn load(config: &NativeConfig, args: &ChatArgs) -> Result<(Nexus, f64), CliError
     app.set_chat_settings(settings);
     let t = Instant::now();
     app.set_language_model(Box::new(native::load_chat_model(config)?));
+    // The user's messages are scored and journalled when the text emotion model is available;
+    // chat works without it.
+    match native::load_text_emotion(config) {
+        Ok(model) => app.set_text_emotion(model),
+        Err(e) => tracing::warn!("text emotion is off: {e}"),
+    }
     Ok((app, t.elapsed().as_secs_f64() * 1e3))
 }
 

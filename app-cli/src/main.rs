@@ -5,6 +5,7 @@
 mod cards;
 mod chat;
 mod commands;
+mod emotion;
 mod error;
 
 use std::path::PathBuf;
@@ -57,6 +58,11 @@ enum Command {
     /// Fetch, verify and list the model files.
     #[command(subcommand)]
     Models(commands::ModelsCmd),
+    /// Read emotion from a text, a voice recording, heart rate or a face.
+    #[command(subcommand)]
+    Emotion(emotion::EmotionCmd),
+    /// Your emotion journal: today, or the last 7 days with --week.
+    Journal(emotion::JournalArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,8 @@ fn main() -> ExitCode {
         Command::History(args) => commands::history(&config, args),
         Command::Card(cmd) => cards::card(&config, cmd),
         Command::Models(cmd) => commands::models(&config, cmd),
+        Command::Emotion(cmd) => emotion::emotion(&config, cmd),
+        Command::Journal(args) => emotion::journal(&config, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

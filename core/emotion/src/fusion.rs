@@ -12,11 +12,13 @@
 //!   [`FusionConfig::max_age_ms`] before `now` (readings up to
 //!   [`FusionConfig::future_tolerance_ms`] in the future count as "now", clocks differ; later
 //!   ones are ignored). Values are clamped to their ranges.
-//! - **Weight** of a reading = `prior(source) × confidence × 0.5^(age / half_life(source))`:
-//!   older readings count less (time decay). Text keeps its meaning longest (a message describes
-//!   the last minutes), heart rate and voice less, a face the shortest (expressions change in
-//!   seconds); the priors say how much a source is trusted relative to the others at equal
-//!   confidence.
+//! - **Weight** of a reading = `prior(source) × confidence × decay × recency`, where
+//!   `decay = 0.5^(age / half_life(source))`: older readings count less (time decay). Text keeps
+//!   its meaning longest (a message describes the last minutes), heart rate and voice less, a
+//!   face the shortest (expressions change in seconds). `recency = 0.5^k` for a reading with `k`
+//!   newer readings of the same source: the latest message says more about now than the one
+//!   before it, however close in time. The priors say how much a source is trusted relative to
+//!   the others at equal confidence.
 //! - **What a source can tell**: heart rate and voice prosody carry arousal only (their valence
 //!   is not estimated: Kreibig 2010, Scherer 2003), so they take no part in valence or labels;
 //!   text and face inform all three. Each dimension is the weighted mean over the sources that
@@ -25,7 +27,7 @@
 //! - **Labels**: the 7 Ekman groups (the face's happy/sad/... map to joy/sadness/...), each
 //!   source's scores normalised to sum to 1 and mixed with the label weights. Without a labelling
 //!   source the distribution is empty.
-//! - **Confidence**: the evidence `1 − Π(1 − confidence × decay)` (independent sources add up,
+//! - **Confidence**: the evidence `1 − Π(1 − confidence × decay × recency)` (independent sources add up,
 //!   none exceeds 1), lowered when sources disagree: `× (1 − 0.6 × disagreement)`, where
 //!   disagreement is the larger of the weighted standard deviation of valence (0..1 on the
 //!   −1..1 scale) and twice that of arousal (0..1 on the 0..1 scale).
@@ -210,6 +212,8 @@ pub struct Contribution {
     pub age_ms: i64,
     /// Its time-decay factor (1 for a fresh reading, 0.5 after one half-life).
     pub decay: f32,
+    /// `0.5^k` with `k` newer readings of the same source among the ones used.
+    pub recency: f32,
     /// Its confidence.
     pub confidence: f32,
     /// Share of the valence (0 for arousal-only sources); the shares sum to 1 or are all 0.
@@ -347,6 +351,7 @@ pub fn fuse(readings: &[SourceReading], now_ms: i64, config: &FusionConfig) -> F
                 at_ms: r.at_ms,
                 age_ms: age,
                 decay,
+                recency: 1.0,
                 confidence,
                 valence_weight: 0.0,
                 arousal_weight: 0.0,
@@ -361,6 +366,24 @@ pub fn fuse(readings: &[SourceReading], now_ms: i64, config: &FusionConfig) -> F
             weight,
         });
     }
+    if used.is_empty() {
+        return FusedState::no_signal(now_ms);
+    }
+    // Newer readings of the same source supersede older ones by half each (input order breaks
+    // ties of equal times: the later one is newer).
+    let keys: Vec<(Source, i64)> = used.iter().map(|u| (u.c.source, u.c.at_ms)).collect();
+    for (i, u) in used.iter_mut().enumerate() {
+        let newer = keys
+            .iter()
+            .enumerate()
+            .filter(|&(j, &(source, at))| {
+                source == u.c.source && (at > u.c.at_ms || (at == u.c.at_ms && j > i))
+            })
+            .count();
+        u.c.recency = 0.5f32.powi(i32::try_from(newer).unwrap_or(i32::MAX));
+        u.weight *= u.c.recency;
+    }
+    used.retain(|u| u.weight > 0.0);
     if used.is_empty() {
         return FusedState::no_signal(now_ms);
     }
@@ -419,7 +442,7 @@ pub fn fuse(readings: &[SourceReading], now_ms: i64, config: &FusionConfig) -> F
     let evidence = 1.0
         - used
             .iter()
-            .map(|u| 1.0 - u.c.confidence * u.c.decay)
+            .map(|u| 1.0 - u.c.confidence * u.c.decay * u.c.recency)
             .product::<f32>();
     let penalty = config.disagreement_penalty.clamp(0.0, 1.0);
     let confidence = finite_or(evidence * (1.0 - penalty * disagreement), 0.0).clamp(0.0, 1.0);
@@ -521,6 +544,17 @@ mod tests {
             later.confidence
         );
         assert_eq!(later.status, FusedStatus::LowConfidence);
+    }
+
+    #[test]
+    fn the_latest_reading_of_a_source_counts_most() {
+        let fear = labelled(Source::Text, -10_000, -0.8, 0.9, 0.9, Ekman::Fear);
+        let joy = labelled(Source::Text, 0, 0.8, 0.6, 0.9, Ekman::Joy);
+        let s = fuse(&[joy, fear], 0, &cfg());
+        assert_eq!(s.contributions[0].recency, 1.0);
+        assert_eq!(s.contributions[1].recency, 0.5);
+        assert_eq!(s.dominant().map(|d| d.0), Some(Ekman::Joy));
+        assert!(s.valence > 0.2, "{}", s.valence);
     }
 
     #[test]
@@ -643,6 +677,7 @@ mod tests {
             }
             for c in &s.contributions {
                 assert!(c.decay > 0.0 && c.decay <= 1.0, "{ctx}");
+                assert!(c.recency > 0.0 && c.recency <= 1.0, "{ctx}");
             }
         }
     }
