@@ -273,6 +273,8 @@ fn text_cmd(
                     r.confidence,
                     if r.flags.empty {
                         "\tempty"
+                    } else if r.flags.maybe_not_english {
+                        "\tlow confidence (not English?)"
                     } else if low_confidence(r.confidence) {
                         "\tlow confidence"
                     } else {
