@@ -885,7 +885,7 @@ pub fn topics_of(texts: &[&str], max: usize) -> Vec<String> {
         }
     }
     // Stable sort: equal counts keep the order of first appearance.
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts.into_iter().take(max).map(|(w, _)| w).collect()
 }
 
@@ -1076,7 +1076,9 @@ mod tests {
             created_at: Timestamp(today + HOUR),
             token_count: 1,
         };
-        store.append_messages(&[msg.clone()]).expect("message");
+        store
+            .append_messages(std::slice::from_ref(&msg))
+            .expect("message");
         record_source(
             &app,
             &face_like(today + HOUR, Ekman::Sadness, -0.8, 0.3, 0.9),

@@ -628,7 +628,7 @@ mod tests {
                 .map(|_| {
                     let source = Source::ALL[(rng.next() % 4) as usize];
                     let at = -((rng.next() % (80 * MIN as u64)) as i64) + 2 * MIN;
-                    let ekman = (rng.next() % 3 != 0).then(|| {
+                    let ekman = (!rng.next().is_multiple_of(3)).then(|| {
                         let mut s = [0.0; NUM_EKMAN];
                         for x in &mut s {
                             *x = rng.wild(0.0, 1.0);

@@ -2261,7 +2261,7 @@ pub fn wipe_leaves_an_empty_usable_store(store: &dyn Store) {
     store.set_setting("theme", "dark").expect("setting");
     let entry = new_journal_entry(EmotionSource::Text, 2_500);
     store
-        .add_journal_entries(&[entry.clone()])
+        .add_journal_entries(std::slice::from_ref(&entry))
         .expect("journal");
 
     store.wipe().expect("wipe");
@@ -2422,7 +2422,9 @@ pub fn journal_entries_check_their_rules_and_writes_are_all_or_nothing(store: &d
         );
     }
     assert!(whole_journal(store).is_empty(), "nothing written");
-    store.add_journal_entries(&[good.clone()]).expect("add");
+    store
+        .add_journal_entries(std::slice::from_ref(&good))
+        .expect("add");
     let other = new_journal_entry(EmotionSource::Text, 2_000);
     let result = store.add_journal_entries(&[other.clone(), good.clone()]);
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
