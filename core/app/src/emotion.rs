@@ -993,6 +993,14 @@ mod tests {
             mood.valence < Mood::RESTING.0,
             "the mood responded: {mood:?}"
         );
+        let key = mood::setting_key(c.id);
+        assert!(store.setting(&key).expect("setting").is_some(), "saved");
+        app.delete_companion(&c.name).expect("delete");
+        assert_eq!(
+            store.setting(&key).expect("setting"),
+            None,
+            "deleted with it"
+        );
     }
 
     /// A FakeLlm the test can still read after handing it to the app.

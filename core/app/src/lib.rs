@@ -193,6 +193,8 @@ impl Nexus {
     pub fn delete_companion(&self, name_or_id: &str) -> Result<Companion> {
         let c = self.find_companion(name_or_id)?;
         self.store.delete_companion(c.id)?;
+        self.store
+            .delete_setting(&nexus_companion::mood::setting_key(c.id))?;
         if self.store.setting(ACTIVE_COMPANION)?.as_deref() == Some(&c.id.to_string()) {
             self.store.delete_setting(ACTIVE_COMPANION)?;
         }
