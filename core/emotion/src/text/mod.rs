@@ -16,7 +16,8 @@
 //! * **Ekman**: a separate head trained on the Ekman labels, or the 28 probabilities grouped
 //!   (noisy-or), whichever scored the better dev macro-F1 (recorded in the model card).
 //! * **Valence / arousal**: GoEmotions has no such labels; they are the probability-weighted mean
-//!   of the labels' coordinates in the NRC VAD lexicon ([`labels::VA_TABLE`]).
+//!   of the labels' coordinates ([`labels::VA_TABLE`]: valence from the VADER lexicon's word
+//!   ratings, MIT; arousal from five circumplex levels of our own).
 //! * **Bad input** never panics: empty or whitespace-only text gives a reading flagged `empty`
 //!   with confidence 0; text that is probably not English is flagged `maybe_not_english` and its
 //!   confidence divided by 4 ([`lang`]); text longer than [`MAX_TOKENS`] word pieces is
