@@ -252,9 +252,19 @@ fn text_cmd(
         return Err(CliError::Usage("give a text or --stdin".into()));
     }
     let app = text_model(config)?;
-    let input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
-    // Batches keep the encoder busy while streaming results line by line.
+    // A reader thread hands lines over as they arrive. The model runs on everything that is
+    // waiting (up to a batch): a pipe gets batched throughput, a person typing lines gets each
+    // answer at once.
+    let (lines_tx, lines_rx) = std::sync::mpsc::sync_channel::<std::io::Result<String>>(1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let failed = line.is_err();
+            if lines_tx.send(line).is_err() || failed {
+                break;
+            }
+        }
+    });
     let mut batch: Vec<String> = Vec::new();
     let flush = |batch: &mut Vec<String>, out: &mut std::io::StdoutLock<'_>| {
         let texts: Vec<&str> = batch.iter().map(String::as_str).collect();
@@ -290,15 +300,25 @@ fn text_cmd(
         batch.clear();
         Ok::<(), CliError>(())
     };
-    for line in input.lines() {
-        let line = line.map_err(|e| CliError::Usage(format!("standard input: {e}")))?;
-        batch.push(line);
-        if batch.len() == 64 {
-            flush(&mut batch, &mut out)?;
+    let read = |line: std::io::Result<String>| {
+        line.map_err(|e| CliError::Usage(format!("standard input: {e}")))
+    };
+    // Blocks for the first line of a batch, then takes what is already waiting.
+    while let Ok(first) = lines_rx.recv() {
+        batch.push(read(first)?);
+        while batch.len() < STDIN_BATCH {
+            match lines_rx.try_recv() {
+                Ok(line) => batch.push(read(line)?),
+                Err(_) => break,
+            }
         }
+        flush(&mut batch, &mut out)?;
     }
-    flush(&mut batch, &mut out)
+    Ok(())
 }
+
+/// Most lines of `--stdin` run through the model together.
+const STDIN_BATCH: usize = 256;
 
 // ---- audio ----
 
@@ -773,11 +793,18 @@ fn print_journal(s: &JournalSummary) {
         }
     }
     if let (Some(v), Some(a)) = (s.valence, s.arousal) {
+        let per = match s.period {
+            JournalPeriod::Day => "hour",
+            JournalPeriod::Week => "day",
+        };
         println!(
-            "mean valence {v:+.2}, arousal {a:.2}{}",
-            s.trend
-                .as_deref()
-                .map_or_else(String::new, |t| format!(", trend {t}"))
+            "mean valence {v:+.2}, arousal {a:.2}{}{}",
+            match (s.trend.as_deref(), s.valence_trend) {
+                (Some(t), Some(x)) => format!("; valence {t} ({x:+.2} per {per})"),
+                _ => String::new(),
+            },
+            s.arousal_trend
+                .map_or_else(String::new, |x| format!(", arousal {x:+.2} per {per}"))
         );
     }
     if !s.emotions.is_empty() {

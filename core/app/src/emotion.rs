@@ -507,6 +507,8 @@ pub struct JournalSummary {
     pub valence_trend: Option<f32>,
     /// `rising`, `falling` or `steady` (|trend| under 0.05), or `None`.
     pub trend: Option<String>,
+    /// Arousal change per bucket, like `valence_trend`.
+    pub arousal_trend: Option<f32>,
     /// One bucket per day (week) or per hour (day), oldest first.
     pub buckets: Vec<Bucket>,
     /// Strong moments with the conversation topics around them.
@@ -654,6 +656,11 @@ fn summarize(
         .filter_map(|(i, b)| Some((i as f32, b.valence?)))
         .collect();
     let valence_trend = slope(&points);
+    let arousal_points: Vec<(f32, f32)> = buckets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| Some((i as f32, b.arousal?)))
+        .collect();
     JournalSummary {
         period,
         from,
@@ -674,6 +681,7 @@ fn summarize(
             }
             .to_owned()
         }),
+        arousal_trend: slope(&arousal_points),
         buckets,
         moments: Vec::new(),
     }
@@ -1098,6 +1106,8 @@ mod tests {
         assert_eq!(week.buckets[5].dominant.as_deref(), Some("neutral"));
         assert_eq!(week.buckets[6].dominant.as_deref(), Some("sadness"));
         assert_eq!(week.trend.as_deref(), Some("falling"));
+        assert!(week.valence_trend.is_some_and(|t| t < -0.1), "{week:?}");
+        assert!(week.arousal_trend.is_some_and(|t| t < 0.0), "{week:?}");
         assert_eq!(week.counts.get("fused"), Some(&3));
         assert_eq!(week.counts.get("face"), Some(&3));
         let m = &week.moments;
