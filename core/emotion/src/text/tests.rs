@@ -82,19 +82,27 @@ fn valence_arousal_table_is_in_range_and_sensible() {
     assert_eq!(GoEmotion::Neutral.valence_arousal().0, 0.0);
     assert!(GoEmotion::Nervousness.valence_arousal().1 > GoEmotion::Sadness.valence_arousal().1);
     // Every pleasant label above every unpleasant one.
-    use GoEmotion::*;
-    for good in [
-        Admiration, Amusement, Gratitude, Joy, Love, Optimism, Relief, Pride,
-    ] {
-        for bad in [
-            Anger,
-            Disgust,
-            Fear,
-            Grief,
-            Sadness,
-            Remorse,
-            Disappointment,
-        ] {
+    let pleasant = [
+        GoEmotion::Admiration,
+        GoEmotion::Amusement,
+        GoEmotion::Gratitude,
+        GoEmotion::Joy,
+        GoEmotion::Love,
+        GoEmotion::Optimism,
+        GoEmotion::Relief,
+        GoEmotion::Pride,
+    ];
+    let unpleasant = [
+        GoEmotion::Anger,
+        GoEmotion::Disgust,
+        GoEmotion::Fear,
+        GoEmotion::Grief,
+        GoEmotion::Sadness,
+        GoEmotion::Remorse,
+        GoEmotion::Disappointment,
+    ];
+    for good in pleasant {
+        for bad in unpleasant {
             assert!(
                 good.valence_arousal().0 > bad.valence_arousal().0,
                 "{good:?} {bad:?}"
@@ -105,7 +113,7 @@ fn valence_arousal_table_is_in_range_and_sensible() {
 
 #[test]
 fn the_model_card_lists_the_valence_arousal_table_of_the_code() {
-    let card: super::ModelCard = serde_json::from_slice(super::BUNDLED_CARD).expect("card");
+    let card: ModelCard = serde_json::from_slice(super::BUNDLED_CARD).expect("card");
     assert_eq!(card.va_table.len(), NUM_GO);
     for (entry, label) in card.va_table.iter().zip(GoEmotion::ALL) {
         let (v, a) = label.valence_arousal();
