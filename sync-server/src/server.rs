@@ -211,7 +211,29 @@ pub fn router<S: Storage>(app: Arc<App<S>>) -> Router {
         .route(routes::HEALTH, get(health::<S>))
         .route(routes::METRICS, get(metrics::<S>))
         .layer(DefaultBodyLimit::max(MAX_FRAME_BYTES))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(app)
+}
+
+/// Refuses a body announced larger than [`MAX_FRAME_BYTES`] before reading it (bodies without
+/// a length are cut off at the limit by `DefaultBodyLimit`).
+async fn refuse_oversized(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if len.is_some_and(|n| n > MAX_FRAME_BYTES as u64) {
+        let mut r = ApiError::new(
+            ErrorCode::TooLarge,
+            format!("the body is larger than {MAX_FRAME_BYTES} bytes"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    next.run(req).await
 }
 
 /// Serves until `shutdown` completes. Also forwards other processes' writes (PostgreSQL)

@@ -80,8 +80,6 @@ pub fn http_blocking(
     token: Option<&Token>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
     let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -94,10 +92,17 @@ pub fn http_blocking(
         req.push_str(&format!("Authorization: Bearer {}\r\n", t.expose()));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
+    req.push_str(body);
+    http_raw(addr, &req)
+}
+
+/// Sends a raw request; returns status and body.
+pub fn http_raw(addr: SocketAddr, req: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = s.write_all(req.as_bytes());
     let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
+    let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
     let status: u16 = text
         .split(' ')
