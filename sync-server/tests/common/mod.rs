@@ -377,6 +377,11 @@ impl PgCluster {
     /// installed. Fails the test if it is installed but does not start.
     pub fn start() -> Option<Self> {
         let Some(bin) = pg_bin() else {
+            assert!(
+                std::env::var_os("NEXUS_REQUIRE_POSTGRES").is_none(),
+                "NEXUS_REQUIRE_POSTGRES is set but PostgreSQL is not installed \
+                 (apt-get install -y postgresql)"
+            );
             eprintln!(
                 "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
                  !!! SKIPPED: PostgreSQL is not installed (no initdb/pg_ctl found).     !!!\n\
