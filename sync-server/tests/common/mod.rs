@@ -299,6 +299,10 @@ impl Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-sync-server"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .env(
+                "NEXUS_LOG",
+                std::env::var("NEXUS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
