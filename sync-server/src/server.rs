@@ -14,6 +14,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt as _;
 use nexus_sync_protocol::{
     BlobKind, DocId, Entry, ErrorBody, ErrorCode, MAX_ENTRIES_PER_MESSAGE, MAX_FRAME_BYTES,
     SpaceId, Token, http, routes, token_hash,
@@ -265,6 +266,12 @@ pub async fn serve<S: Storage>(
             }
         });
     }
+    // Small frames must not wait for delayed ACKs (Nagle): relay latency is the product.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),

@@ -44,9 +44,13 @@ async fn stream_pushes(
     first_id: u64,
     acked: Arc<Mutex<BTreeMap<u64, u64>>>,
 ) {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", routes::WS))
-        .await
-        .unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}{}", routes::WS),
+        None,
+        true,
+    )
+    .await
+    .unwrap();
     let (mut tx, mut rx) = ws.split();
     let hello = ClientMessage::Hello {
         protocol: PROTOCOL_VERSION,
