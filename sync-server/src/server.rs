@@ -349,6 +349,10 @@ fn finish<S>(app: &App<S>, r: ApiResult) -> Response {
 
 async fn ws<S: Storage>(State(app): State<Arc<App<S>>>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
+        // tungstenite's 128 KiB default read buffer per connection dominates the memory of an
+        // idle client; buffers still grow for large frames.
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| crate::session::run(app, socket))
