@@ -39,6 +39,9 @@ struct Args {
     /// Blob bytes per second per token.
     #[arg(long, default_value_t = Limits::default().token_bytes_rate)]
     token_bytes_rate: f64,
+    /// Open WebSocket sessions per process; more are refused (HTTP 503).
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
     /// Logs as JSON lines (default: human-readable with fields).
     #[arg(long)]
     log_json: bool,
@@ -62,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         token_rate: args.token_rate,
         token_burst: args.token_burst,
         token_bytes_rate: args.token_bytes_rate,
+        max_connections: args.max_connections,
         ..Limits::default()
     };
     tokio::runtime::Builder::new_multi_thread()

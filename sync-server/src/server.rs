@@ -22,7 +22,7 @@ use nexus_sync_protocol::{
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::hub::{Event, Hub};
+use crate::hub::{Event, Hub, INLINE_MAX_BYTES};
 use crate::limits::{Limits, TokenLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{Created, NewGrant, Principal, RemoteEvent, Storage, StorageError};
@@ -109,12 +109,14 @@ impl<S: Storage> App<S> {
             Event::Entry {
                 doc: doc.clone(),
                 seq,
-                entry: Some(Arc::new(Entry {
-                    seq,
-                    kind,
-                    covers,
-                    blob,
-                })),
+                entry: (blob.0.len() <= INLINE_MAX_BYTES).then(|| {
+                    Arc::new(Entry {
+                        seq,
+                        kind,
+                        covers,
+                        blob,
+                    })
+                }),
                 at: Some(at),
             },
         );
@@ -348,6 +350,11 @@ fn finish<S>(app: &App<S>, r: ApiResult) -> Response {
 }
 
 async fn ws<S: Storage>(State(app): State<Arc<App<S>>>, upgrade: WebSocketUpgrade) -> Response {
+    if app.metrics.connections.load(Relaxed) >= app.limits.max_connections as i64 {
+        app.metrics.error(ErrorCode::Unavailable);
+        return ApiError::new(ErrorCode::Unavailable, "too many connections; retry later")
+            .into_response();
+    }
     upgrade
         // tungstenite's 128 KiB default read buffer per connection dominates the memory of an
         // idle client; buffers still grow for large frames.

@@ -154,6 +154,8 @@ pub async fn run<S: Storage>(app: Arc<App<S>>, mut socket: WebSocket) {
         }
     }
     let _ = s.run_loop(&mut events).await;
+    drop(events);
+    s.app.hub.release(&s.space);
     tracing::info!(space = %s.space, "session ended");
 }
 
