@@ -345,7 +345,9 @@ pub struct PgCluster {
 }
 
 fn pg_bin() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("NEXUS_PG_BIN") {
+    if let Ok(dir) = std::env::var("NEXUS_PG_BIN")
+        && Path::new(&dir).join("initdb").exists()
+    {
         return Some(PathBuf::from(dir));
     }
     let from_path = Command::new("sh")
