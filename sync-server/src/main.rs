@@ -19,9 +19,11 @@ struct Args {
     data: PathBuf,
     /// Use PostgreSQL instead of SQLite, e.g. `postgres://user@host:5432/db`. Several servers
     /// may share one database.
-    #[arg(long, env = "NEXUS_SYNC_POSTGRES")]
+    /// (The URL may hold a password: it is never printed or logged.)
+    #[arg(long, env = "NEXUS_SYNC_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
-    /// PostgreSQL connections per server process.
+    /// PostgreSQL connections for reads and transactions per server process (plus half as
+    /// many writer connections for appends).
     #[arg(long, default_value_t = 8)]
     pg_connections: usize,
     /// Frames per second per WebSocket connection.
