@@ -39,7 +39,8 @@ pub struct SyncConfig {
     secret: String,
     /// The current key epoch.
     pub epoch: u32,
-    /// This device's Automerge actor id, hex.
+    /// The Automerge actor id of this device's first session, hex (later sessions use fresh
+    /// ones, see [`SyncClient::open`]).
     actor: String,
     /// Entries between snapshots.
     pub snapshot_every: u64,
@@ -176,7 +177,9 @@ impl SyncClient {
                 .map_err(|e| SyncError::Schema(format!("the stored sync session: {e}")))?,
             None => SessionState::default(),
         };
-        let replica = Replica::load(store, config.actor()?)?;
+        // A fresh Automerge actor for every session: two processes of one device (the chat's
+        // background sync and `nexus sync now`) must never write changes as the same actor.
+        let replica = Replica::load(store, ActorId::from(random_bytes::<16>()?))?;
         Self::build(config, replica, state).map(Some)
     }
 

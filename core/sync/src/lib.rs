@@ -13,6 +13,7 @@
 //! * [`pairing`]: pairing codes (text and QR URI) that hand the secret to a new device.
 //! * [`session`]: the protocol state machine (cursors, queued pushes, snapshots), sans-IO.
 //! * [`client`]: [`SyncClient`], all of it for one device, persisted in the store.
+//! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`.
 //! * [`relay`]: an in-memory relay with the server's semantics, for tests without sockets.
 //!
 //! The cycle of a device: [`SyncClient::sync_local`] (store to documents, changes queued),
@@ -27,6 +28,8 @@ pub mod client;
 pub mod crypto;
 pub mod doc;
 pub mod mapping;
+#[cfg(feature = "native")]
+pub mod net;
 pub mod pairing;
 pub mod relay;
 pub mod replica;
