@@ -6,6 +6,7 @@ mod cards;
 mod chat;
 mod commands;
 mod error;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,15 @@ enum Command {
     /// Fetch, verify and list the model files.
     #[command(subcommand)]
     Models(commands::ModelsCmd),
+    /// Sync your companions between devices (end-to-end encrypted).
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
+    /// Pair another device with this one, or join another device's space.
+    #[command(subcommand)]
+    Device(sync::DeviceCmd),
+    /// A wearable's role: push samples into the journal through sync.
+    #[command(subcommand)]
+    Wearable(sync::WearableCmd),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +100,9 @@ fn main() -> ExitCode {
         Command::History(args) => commands::history(&config, args),
         Command::Card(cmd) => cards::card(&config, cmd),
         Command::Models(cmd) => commands::models(&config, cmd),
+        Command::Sync(cmd) => sync::sync(&config, cmd),
+        Command::Device(cmd) => sync::device(&config, cmd),
+        Command::Wearable(cmd) => sync::wearable(&config, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

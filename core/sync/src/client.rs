@@ -89,6 +89,8 @@ pub struct Status {
     pub waiting: usize,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// Heart-rate samples in the journal document.
+    pub heart_rate_samples: usize,
 }
 
 /// One device in one space. See the crate documentation for the cycle.
@@ -379,6 +381,59 @@ impl SyncClient {
         Ok(())
     }
 
+    /// Records heart-rate samples (time in ms, beats per minute) from a wearable into the
+    /// journal document and queues them for the other devices. Returns how many were new.
+    ///
+    /// The journal's store tables arrive with the emotion work; until then the samples live in
+    /// the journal document only (see docs/SYNC.md).
+    pub fn record_heart_rate(&mut self, samples: &[(i64, f64)], source: &str) -> Result<usize> {
+        let known = self.heart_rate().len();
+        let change = self.replica.edit(&self.keys, &DocName::Journal, |w| {
+            for (at, bpm) in samples {
+                let key = format!("{:015}-{source}", (*at).max(0));
+                let record = [
+                    ("at".to_owned(), crate::doc::Field::Int(*at)),
+                    ("bpm".to_owned(), crate::doc::Field::F64(*bpm)),
+                    (
+                        "source".to_owned(),
+                        crate::doc::Field::Str(source.to_owned()),
+                    ),
+                ]
+                .into_iter()
+                .collect();
+                w.put_entity("heart_rate", &key, &record)?;
+            }
+            Ok(())
+        })?;
+        if let Some((doc, bytes)) = change {
+            self.push_change(doc, &bytes)?;
+        }
+        Ok(self.heart_rate().len() - known)
+    }
+
+    /// The heart-rate samples in the journal document: (time in ms, bpm, source), by time.
+    pub fn heart_rate(&self) -> Vec<(i64, f64, String)> {
+        let Some(view) = self.replica.view(&self.keys, &DocName::Journal) else {
+            return Vec::new();
+        };
+        let mut samples: Vec<(i64, f64, String)> = view
+            .collection("heart_rate")
+            .values()
+            .filter_map(|r| {
+                Some((
+                    r.get("at")?.as_i64()?,
+                    r.get("bpm")?.as_f64()?,
+                    r.get("source")
+                        .and_then(|s| s.as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                ))
+            })
+            .collect();
+        samples.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
+        samples
+    }
+
     /// A summary of the state.
     pub fn status(&self) -> Status {
         Status {
@@ -389,6 +444,7 @@ impl SyncClient {
             documents: self.replica.names().len(),
             waiting: self.replica.waiting(),
             last_error: self.session.last_error().map(str::to_owned),
+            heart_rate_samples: self.heart_rate().len(),
         }
     }
 }

@@ -226,6 +226,47 @@ impl Replica {
         }
     }
 
+    /// Edits document `name` directly (data that has no store table yet, like wearable
+    /// samples in the journal). Returns the new changes to push, if any.
+    pub fn edit(
+        &mut self,
+        keys: &SpaceKeys,
+        name: &DocName,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<()>,
+    ) -> Result<Option<(DocId, Vec<u8>)>> {
+        let id = keys.doc_id(&name.to_string());
+        let slot = self.docs.entry(id.clone()).or_insert_with(|| Slot {
+            name: Some(*name),
+            doc: AutoCommit::new().with_actor(self.actor.clone()),
+            applied: true,
+            dirty: true,
+            seen: None,
+        });
+        let before = slot.doc.get_heads();
+        if before.is_empty() {
+            slot.doc = new_document(name, &self.actor);
+        }
+        f(&mut Writer::new(&mut slot.doc))?;
+        slot.doc.commit();
+        let changes = slot.doc.get_changes(&before);
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        slot.dirty = true;
+        let mut bytes = Vec::new();
+        for change in &changes {
+            bytes.extend_from_slice(change.raw_bytes());
+        }
+        Ok(Some((id, bytes)))
+    }
+
+    /// The view of document `name`, if this device has it.
+    pub fn view(&self, keys: &SpaceKeys, name: &DocName) -> Option<crate::doc::View> {
+        self.docs
+            .get(&keys.doc_id(&name.to_string()))
+            .map(|s| read_view(&s.doc, name.layout()))
+    }
+
     /// Applies documents that could not be applied yet (parents first). Returns how many remain.
     pub fn retry(&mut self, store: &dyn Store) -> Result<usize> {
         let mut waiting: Vec<(&DocId, &mut Slot)> = self
