@@ -2331,13 +2331,17 @@ pub fn put_memories_writes_every_field_and_links_within_the_batch(store: &dyn St
     );
 
     // Putting again is idempotent; unlinking brings the old version back as current.
-    store.put_memories(&[old.clone()]).expect("again");
+    store
+        .put_memories(std::slice::from_ref(&old))
+        .expect("again");
     assert_eq!(get_memory(store, old.id), old);
     let unlinked = MemoryItem {
         superseded_by: None,
         ..old
     };
-    store.put_memories(&[unlinked.clone()]).expect("unlink");
+    store
+        .put_memories(std::slice::from_ref(&unlinked))
+        .expect("unlink");
     assert_eq!(memories(store, mira.id, false), vec![unlinked, newer]);
     store.put_memories(&[]).expect("nothing to put");
 }

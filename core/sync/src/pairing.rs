@@ -236,7 +236,7 @@ mod tests {
         let typo: String = chars.into_iter().collect();
         assert_eq!(PairingCode::parse(&typo), Err(PairingError::Checksum));
         // Drop a group.
-        let short = text.splitn(2, '-').nth(1).expect("rest");
+        let short = text.split_once('-').map(|x| x.1).expect("rest");
         assert!(PairingCode::parse(short).is_err());
         assert_eq!(PairingCode::parse("ABC"), Err(PairingError::TooShort));
         let err = PairingCode::parse("hello!").expect_err("bad char");

@@ -81,10 +81,7 @@ fn run(devices_n: usize, ops: Vec<Op>, snapshot_every: u64, echo: bool) {
     settle(&mut devices, &mut relay);
     assert_converged(&devices);
 
-    let mut clock = 10_000;
-    for op in ops {
-        clock += 1;
-        let at = clock;
+    for (at, op) in (10_001_i64..).zip(ops) {
         match op {
             Op::AddMemory(d) => {
                 add_memory(&devices[d].store, mira.id, &format!("fact {at}"), at);
