@@ -246,6 +246,11 @@ fn read_record(doc: &AutoCommit, obj: &ObjId) -> Record {
     doc.map_range(obj, ..)
         .filter_map(|item| match &item.value {
             ValueRef::Scalar(s) => Some((item.key.to_string(), Field::from_scalar(s))),
+            // Text objects: what JavaScript's Automerge makes of a plain string.
+            ValueRef::Object(ObjType::Text) => doc
+                .text(item.id())
+                .ok()
+                .map(|t| (item.key.to_string(), Field::Str(t))),
             ValueRef::Object(_) => None,
         })
         .collect()
