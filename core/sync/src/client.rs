@@ -9,7 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nexus_store::Store;
 use nexus_sync_protocol::{
-    BlobKind, ClientMessage, DocId, MAX_CHANGE_BYTES, MAX_SNAPSHOT_BYTES, ServerMessage, SpaceId,
+    BlobKind, ClientMessage, DocId, Entry, MAX_CHANGE_BYTES, MAX_SNAPSHOT_BYTES, ServerMessage,
+    SpaceId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -279,26 +280,39 @@ impl SyncClient {
     /// Handles one server message: applies entries to the documents and the store, records
     /// acknowledgements, and queues snapshots that are due.
     pub fn handle(&mut self, store: &dyn Store, message: ServerMessage) -> Result<()> {
+        // Entries are applied per document in one go (one read of the document before and
+        // after), and counted as applied only once the store has them.
+        let mut batches: Vec<(DocId, Vec<(Entry, Vec<u8>)>)> = Vec::new();
         for event in self.session.receive(message) {
             match event {
                 Event::Apply { doc, entry } => {
                     match self.keys.open(&doc, entry.kind, &entry.blob) {
-                        Ok(bytes) => {
-                            if let Err(e) = self.replica.receive(store, &self.keys, &doc, &bytes) {
-                                match e {
-                                    SyncError::Store(_) => return Err(e),
-                                    other => self.error(format!("document {doc}: {other}")),
-                                }
-                            }
+                        Ok(bytes) => match batches.last_mut() {
+                            Some((d, items)) if *d == doc => items.push((entry, bytes)),
+                            _ => batches.push((doc, vec![(entry, bytes)])),
+                        },
+                        Err(e) => {
+                            self.error(format!("entry {} of document {doc}: {e}", entry.seq));
+                            // Unreadable (wrong key or tampered): skipped for good.
+                            self.session.applied(&doc, &entry);
                         }
-                        Err(e) => self.error(format!("entry {} of document {doc}: {e}", entry.seq)),
                     }
-                    self.session.applied(&doc, &entry);
                 }
                 Event::Failed { message, code, .. } => {
                     self.error(format!("server: {message} ({code:?})"));
                 }
                 Event::Welcome | Event::Acked { .. } => {}
+            }
+        }
+        for (doc, items) in batches {
+            let chunks: Vec<&[u8]> = items.iter().map(|(_, b)| b.as_slice()).collect();
+            match self.replica.receive_all(store, &self.keys, &doc, &chunks) {
+                Ok(()) => {}
+                Err(e @ SyncError::Store(_)) => return Err(e),
+                Err(other) => self.error(format!("document {doc}: {other}")),
+            }
+            for (entry, _) in &items {
+                self.session.applied(&doc, entry);
             }
         }
         self.replica.retry(store)?;

@@ -174,6 +174,18 @@ impl Replica {
         id: &DocId,
         bytes: &[u8],
     ) -> Result<()> {
+        self.receive_all(store, keys, id, &[bytes])
+    }
+
+    /// [`Replica::receive`] of several chunks at once: the store sees their combined effect
+    /// (one read of the document before and after, however many entries arrived).
+    pub fn receive_all(
+        &mut self,
+        store: &dyn Store,
+        keys: &SpaceKeys,
+        id: &DocId,
+        chunks: &[&[u8]],
+    ) -> Result<()> {
         let actor = self.actor.clone();
         let slot = self.docs.entry(id.clone()).or_insert_with(|| Slot {
             name: None,
@@ -187,7 +199,9 @@ impl Replica {
             _ => Default::default(),
         };
         let heads = slot.doc.get_heads();
-        slot.doc.load_incremental(bytes).map_err(am)?;
+        for bytes in chunks {
+            slot.doc.load_incremental(bytes).map_err(am)?;
+        }
         if slot.doc.get_heads() == heads {
             return Ok(()); // nothing new (a duplicate)
         }

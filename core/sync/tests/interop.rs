@@ -25,12 +25,20 @@ fn interop_dir() -> PathBuf {
 fn ready() -> bool {
     let ci = std::env::var_os("CI").is_some();
     if Command::new("node").arg("--version").output().is_err() {
-        assert!(!ci, "node is missing in CI: the CI entry must install nodejs and npm");
-        eprintln!("\n*** SKIPPED interop test: node is not installed (apt-get install nodejs npm) ***\n");
+        assert!(
+            !ci,
+            "node is missing in CI: the CI entry must install nodejs and npm"
+        );
+        eprintln!(
+            "\n*** SKIPPED interop test: node is not installed (apt-get install nodejs npm) ***\n"
+        );
         return false;
     }
     let dir = interop_dir();
-    if !dir.join("node_modules/@automerge/automerge/package.json").exists() {
+    if !dir
+        .join("node_modules/@automerge/automerge/package.json")
+        .exists()
+    {
         let status = Command::new("npm")
             .args(["install", "--no-audit", "--no-fund"])
             .current_dir(&dir)
@@ -62,8 +70,16 @@ fn documents_open_in_javascript_automerge_and_changes_merge_back() {
     let path = |n: &str| tmp.path().join(n);
     let companion_doc = DocName::Companion(mira.id);
     let conversation_doc = DocName::Conversation(conv.id);
-    std::fs::write(path("c.am"), client.export_document(&companion_doc).unwrap()).unwrap();
-    std::fs::write(path("v.am"), client.export_document(&conversation_doc).unwrap()).unwrap();
+    std::fs::write(
+        path("c.am"),
+        client.export_document(&companion_doc).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        path("v.am"),
+        client.export_document(&conversation_doc).unwrap(),
+    )
+    .unwrap();
 
     // Meanwhile Nexus edits too: both sides must survive the merge.
     let mut edited = store.companion(mira.id).unwrap();
@@ -100,10 +116,18 @@ fn documents_open_in_javascript_automerge_and_changes_merge_back() {
 
     let pending = client.pending();
     client
-        .import_document(&store, &companion_doc, &std::fs::read(path("c2.am")).unwrap())
+        .import_document(
+            &store,
+            &companion_doc,
+            &std::fs::read(path("c2.am")).unwrap(),
+        )
         .unwrap();
     client
-        .import_document(&store, &conversation_doc, &std::fs::read(path("v2.am")).unwrap())
+        .import_document(
+            &store,
+            &conversation_doc,
+            &std::fs::read(path("v2.am")).unwrap(),
+        )
         .unwrap();
     let merged = store.companion(mira.id).unwrap();
     assert_eq!(merged.personality, "edited in JavaScript");
@@ -118,7 +142,10 @@ fn documents_open_in_javascript_automerge_and_changes_merge_back() {
         .map(|m| m.text)
         .collect();
     assert_eq!(texts, ["hello", "Hello from JavaScript"]);
-    assert!(client.pending() > pending, "the JavaScript changes go to the other devices");
+    assert!(
+        client.pending() > pending,
+        "the JavaScript changes go to the other devices"
+    );
     // Nothing new to capture: the store already matches the merged documents.
     assert_eq!(client.sync_local(&store).unwrap(), 0);
 }
