@@ -17,7 +17,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ValueRef};
+use automerge::{
+    ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ValueRef,
+};
 use nexus_common::{CompanionId, ConversationId};
 
 use crate::{Result, SyncError};
@@ -235,49 +237,144 @@ pub fn declared_name(doc: &AutoCommit) -> Option<String> {
     }
 }
 
-fn map_obj(doc: &AutoCommit, parent: &ObjId, key: &str) -> Option<ObjId> {
-    match doc.get(parent, key).ok().flatten()? {
+/// Heads to read at (`None`: the current state).
+type At<'a> = Option<&'a [ChangeHash]>;
+
+fn map_obj_at(doc: &AutoCommit, parent: &ObjId, key: &str, at: At<'_>) -> Option<ObjId> {
+    let value = match at {
+        Some(heads) => doc.get_at(parent, key, heads),
+        None => doc.get(parent, key),
+    };
+    match value.ok().flatten()? {
         (automerge::Value::Object(ObjType::Map), id) => Some(id),
         _ => None,
     }
 }
 
-fn read_record(doc: &AutoCommit, obj: &ObjId) -> Record {
-    doc.map_range(obj, ..)
+fn map_obj(doc: &AutoCommit, parent: &ObjId, key: &str) -> Option<ObjId> {
+    map_obj_at(doc, parent, key, None)
+}
+
+fn read_record_at(doc: &AutoCommit, obj: &ObjId, at: At<'_>) -> Record {
+    let items: Vec<_> = match at {
+        Some(heads) => doc.map_range_at(obj, .., heads).collect(),
+        None => doc.map_range(obj, ..).collect(),
+    };
+    items
+        .into_iter()
         .filter_map(|item| match &item.value {
             ValueRef::Scalar(s) => Some((item.key.to_string(), Field::from_scalar(s))),
             // Text objects: what JavaScript's Automerge makes of a plain string.
-            ValueRef::Object(ObjType::Text) => doc
-                .text(item.id())
-                .ok()
-                .map(|t| (item.key.to_string(), Field::Str(t))),
+            ValueRef::Object(ObjType::Text) => {
+                let text = match at {
+                    Some(heads) => doc.text_at(item.id(), heads),
+                    None => doc.text(item.id()),
+                };
+                text.ok().map(|t| (item.key.to_string(), Field::Str(t)))
+            }
             ValueRef::Object(_) => None,
         })
         .collect()
 }
 
+fn read_record(doc: &AutoCommit, obj: &ObjId) -> Record {
+    read_record_at(doc, obj, None)
+}
+
+/// What a merge touched, per part: `None` for the whole part, or the entity keys of a
+/// collection.
+pub type Touched = BTreeMap<String, Option<std::collections::BTreeSet<String>>>;
+
+/// The parts and entities that differ between two states of a document (from Automerge's
+/// patches), so that only they are read.
+pub fn touched(doc: &mut AutoCommit, before: &[ChangeHash], after: &[ChangeHash]) -> Touched {
+    use automerge::{PatchAction, Prop};
+    let mut touched = Touched::new();
+    for patch in doc.diff(before, after) {
+        let mut props: Vec<String> = patch
+            .path
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Prop::Map(k) => Some(k.clone()),
+                Prop::Seq(_) => None,
+            })
+            .collect();
+        match &patch.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                props.push(key.clone());
+            }
+            PatchAction::Conflict {
+                prop: Prop::Map(key),
+            } => props.push(key.clone()),
+            _ => {}
+        }
+        match props.as_slice() {
+            [] => {}
+            [part] => {
+                touched.insert(part.clone(), None);
+            }
+            [part, key, ..] => {
+                if let Some(keys) = touched
+                    .entry(part.clone())
+                    .or_insert_with(|| Some(Default::default()))
+                {
+                    keys.insert(key.clone());
+                }
+            }
+        }
+    }
+    touched
+}
+
 /// Reads the parts of `layout` out of `doc`.
 pub fn read_view(doc: &AutoCommit, layout: Layout) -> View {
+    read_view_at(doc, layout, None, None)
+}
+
+/// Reads the parts of `layout` at `at` (or now); with `only`, just the touched parts and
+/// entities (records are read whole, and the first record, the document's own, always).
+pub fn read_view_at(doc: &AutoCommit, layout: Layout, at: At<'_>, only: Option<&Touched>) -> View {
     let mut view = View::default();
-    for part in layout.records {
-        if let Some(obj) = map_obj(doc, &ROOT, part) {
+    for (i, part) in layout.records.iter().enumerate() {
+        if i > 0 && only.is_some_and(|t| !t.contains_key(*part)) {
+            continue;
+        }
+        if let Some(obj) = map_obj_at(doc, &ROOT, part, at) {
             view.records
-                .insert((*part).to_owned(), read_record(doc, &obj));
+                .insert((*part).to_owned(), read_record_at(doc, &obj, at));
         }
     }
     for part in layout.collections {
-        let Some(obj) = map_obj(doc, &ROOT, part) else {
+        let keys = match only.map(|t| t.get(*part)) {
+            Some(None) => continue,
+            Some(Some(Some(keys))) => Some(keys),
+            Some(Some(None)) | None => None,
+        };
+        let Some(obj) = map_obj_at(doc, &ROOT, part, at) else {
             continue;
         };
-        let entities = doc
-            .map_range(&obj, ..)
-            .filter_map(|item| match item.value {
-                ValueRef::Object(ObjType::Map) => Some((item.key.to_string(), item.id())),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
+        let entities: Vec<(String, ObjId)> = match keys {
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| map_obj_at(doc, &obj, k, at).map(|id| (k.clone(), id)))
+                .collect(),
+            None => {
+                let items: Vec<_> = match at {
+                    Some(heads) => doc.map_range_at(&obj, .., heads).collect(),
+                    None => doc.map_range(&obj, ..).collect(),
+                };
+                items
+                    .into_iter()
+                    .filter_map(|item| match item.value {
+                        ValueRef::Object(ObjType::Map) => Some((item.key.to_string(), item.id())),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        };
+        let entities = entities
             .into_iter()
-            .map(|(key, id)| (key, read_record(doc, &id)))
+            .map(|(key, id)| (key, read_record_at(doc, &id, at)))
             .collect();
         view.collections.insert((*part).to_owned(), entities);
     }

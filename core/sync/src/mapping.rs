@@ -500,23 +500,26 @@ pub fn apply(
                 .filter(|(k, r)| full || old.get(*k) != Some(*r))
                 .map(|(k, r)| memory_from(*id, k, r))
                 .collect::<Result<Vec<_>>>()?;
+            let gone: Vec<MemoryId> = if full {
+                Vec::new()
+            } else {
+                old.keys()
+                    .filter(|k| !new.contains_key(*k))
+                    .filter_map(|k| k.parse().ok())
+                    .collect()
+            };
             // A link to a memory that a concurrent edit forgot: the old version is current again.
+            // (`new` may hold only the memories the merge touched; the others are in the store.)
             for m in &mut puts {
-                if m.superseded_by
-                    .is_some_and(|next| !new.contains_key(&next.to_string()))
+                if let Some(next) = m.superseded_by
+                    && !new.contains_key(&next.to_string())
+                    && (gone.contains(&next) || missing(store.memory(next))?.is_none())
                 {
                     m.superseded_by = None;
                 }
             }
             store.put_memories(&puts)?;
-            if !full {
-                let gone: Vec<MemoryId> = old
-                    .keys()
-                    .filter(|k| !new.contains_key(*k))
-                    .filter_map(|k| k.parse().ok())
-                    .collect();
-                store.delete_memories(&gone)?;
-            }
+            store.delete_memories(&gone)?;
         }
         DocName::Conversation(id) => {
             let record = after.record("conversation");

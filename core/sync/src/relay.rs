@@ -247,6 +247,22 @@ impl Relay {
                 if covers > head {
                     return self.fail(conn, Some(id), ErrorCode::BadRequest, "covers > head");
                 }
+                // Like the server: a snapshot never goes behind the stored one (it would drop
+                // the newer snapshot and with it what only that one holds).
+                let stored = live
+                    .as_ref()
+                    .and_then(|s| self.spaces.get(s))
+                    .and_then(|s| s.docs.get(&doc))
+                    .and_then(|log| log.iter().filter_map(|e| e.covers).max())
+                    .unwrap_or(0);
+                if covers < stored {
+                    return self.fail(
+                        conn,
+                        Some(id),
+                        ErrorCode::Conflict,
+                        "a stored snapshot already covers more",
+                    );
+                }
                 let entry = Entry {
                     seq: 0,
                     kind: BlobKind::Snapshot,

@@ -7,7 +7,7 @@ use nexus_store::Store;
 use nexus_sync_protocol::DocId;
 
 use crate::crypto::SpaceKeys;
-use crate::doc::{DocName, Writer, declared_name, new_document, read_view};
+use crate::doc::{DocName, Writer, declared_name, new_document, read_view, read_view_at, touched};
 use crate::mapping::{apply, capture, store_documents};
 use crate::{Result, SyncError};
 
@@ -194,10 +194,6 @@ impl Replica {
             dirty: true,
             seen: None,
         });
-        let before = match (&slot.name, slot.applied) {
-            (Some(name), true) => read_view(&slot.doc, name.layout()),
-            _ => Default::default(),
-        };
         let heads = slot.doc.get_heads();
         // One call for all: Automerge applies a batch of changes far faster than the same
         // changes one by one (docs/BENCHMARKS.md).
@@ -223,7 +219,18 @@ impl Replica {
         let Some(name) = slot.name else {
             return Ok(()); // its first change has not arrived yet
         };
-        let after = read_view(&slot.doc, name.layout());
+        let (before, after) = if slot.applied {
+            // Only what the merge touched, before and after.
+            let after_heads = slot.doc.get_heads();
+            let touched = touched(&mut slot.doc, &heads, &after_heads);
+            let layout = name.layout();
+            (
+                read_view_at(&slot.doc, layout, Some(&heads), Some(&touched)),
+                read_view_at(&slot.doc, layout, None, Some(&touched)),
+            )
+        } else {
+            (Default::default(), read_view(&slot.doc, name.layout()))
+        };
         match apply(store, &name, &before, &after, !slot.applied) {
             Ok(()) => {
                 slot.applied = true;

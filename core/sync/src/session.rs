@@ -284,6 +284,11 @@ impl Session {
                 self.mark(&doc, seq, None);
                 vec![Event::Acked { doc, seq }]
             }
+            ServerMessage::Error { id: Some(id), .. } if self.snapshots.remove(&id).is_some() => {
+                // A refused snapshot (another device's covers more, or over a limit) is only a
+                // missed compaction: the entries stay, a later snapshot tries again.
+                Vec::new()
+            }
             ServerMessage::Error { id, code, message } => {
                 self.last_error = Some(format!("{message} ({code:?})"));
                 match id {
