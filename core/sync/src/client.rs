@@ -94,6 +94,9 @@ pub struct Status {
     pub heart_rate_samples: usize,
 }
 
+/// An entry and its decrypted content.
+type Decrypted = (Entry, Vec<u8>);
+
 /// One device in one space. See the crate documentation for the cycle.
 #[derive(Debug)]
 pub struct SyncClient {
@@ -282,7 +285,7 @@ impl SyncClient {
     pub fn handle(&mut self, store: &dyn Store, message: ServerMessage) -> Result<()> {
         // Entries are applied per document in one go (one read of the document before and
         // after), and counted as applied only once the store has them.
-        let mut batches: Vec<(DocId, Vec<(Entry, Vec<u8>)>)> = Vec::new();
+        let mut batches: Vec<(DocId, Vec<Decrypted>)> = Vec::new();
         for event in self.session.receive(message) {
             match event {
                 Event::Apply { doc, entry } => {
