@@ -340,15 +340,18 @@ impl Background {
         let thread = std::thread::Builder::new()
             .name("nexus-sync".into())
             .spawn(move || {
+                // One client for the whole chat (its documents stay loaded between rounds).
+                let mut client = match SyncClient::open(&store) {
+                    Ok(Some(client)) => client,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!("background sync: {e}");
+                        return;
+                    }
+                };
                 while !flag.load(Ordering::Relaxed) {
-                    match SyncClient::open(&store) {
-                        Ok(Some(mut client)) => {
-                            if let Err(e) = net::sync_once(&mut client, &store, ROUND_TIMEOUT) {
-                                tracing::debug!("background sync: {e}");
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(e) => tracing::warn!("background sync: {e}"),
+                    if let Err(e) = net::sync_once(&mut client, &store, ROUND_TIMEOUT) {
+                        tracing::debug!("background sync: {e}");
                     }
                     let mut waited = Duration::ZERO;
                     while waited < BACKGROUND_EVERY && !flag.load(Ordering::Relaxed) {

@@ -29,6 +29,33 @@ struct Slot {
     seen: Option<(i64, usize)>,
 }
 
+/// A saved document: flags (bit 0: applied, bit 1: `seen` follows), then `seen` as two
+/// little-endian 8-byte integers if flagged, then the Automerge document.
+fn encode_slot(applied: bool, seen: Option<(i64, usize)>, doc: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(doc.len() + 17);
+    value.push(u8::from(applied) | if seen.is_some() { 2 } else { 0 });
+    if let Some((at, count)) = seen {
+        value.extend_from_slice(&at.to_le_bytes());
+        value.extend_from_slice(&(count as u64).to_le_bytes());
+    }
+    value.extend_from_slice(doc);
+    value
+}
+
+fn decode_slot(value: &[u8]) -> Option<(bool, Option<(i64, usize)>, &[u8])> {
+    let (flags, rest) = value.split_first()?;
+    if flags & 2 == 0 {
+        return Some((flags & 1 == 1, None, rest));
+    }
+    let at = i64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+    let count = u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
+    Some((
+        flags & 1 == 1,
+        Some((at, usize::try_from(count).ok()?)),
+        rest.get(16..)?,
+    ))
+}
+
 /// The documents of one device in one space.
 #[derive(Debug)]
 pub struct Replica {
@@ -69,9 +96,8 @@ impl Replica {
             let id: DocId = key[DOC_KEY.len()..]
                 .parse()
                 .map_err(|_| SyncError::Schema(format!("bad sync state key {key:?}")))?;
-            let (applied, bytes) = value
-                .split_first()
-                .ok_or_else(|| SyncError::Schema(format!("empty sync state {key:?}")))?;
+            let (applied, seen, bytes) = decode_slot(&value)
+                .ok_or_else(|| SyncError::Schema(format!("damaged sync state {key:?}")))?;
             let mut doc = AutoCommit::load(bytes).map_err(am)?;
             doc.set_actor(actor.clone());
             let name = declared_name(&doc).and_then(|n| n.parse().ok());
@@ -80,9 +106,9 @@ impl Replica {
                 Slot {
                     name,
                     doc,
-                    applied: *applied == 1,
+                    applied,
                     dirty: false,
-                    seen: None,
+                    seen,
                 },
             );
         }
@@ -94,8 +120,7 @@ impl Replica {
         let mut values = Vec::new();
         for (id, slot) in &mut self.docs {
             if slot.dirty {
-                let mut value = vec![u8::from(slot.applied)];
-                value.extend(slot.doc.save());
+                let value = encode_slot(slot.applied, slot.seen, &slot.doc.save());
                 values.push((format!("{DOC_KEY}{id}"), Some(value)));
                 slot.dirty = false;
             }
@@ -150,7 +175,10 @@ impl Replica {
             let view = read_view(&slot.doc, name.layout());
             capture(store, &name, &view, &mut Writer::new(&mut slot.doc))?;
             slot.doc.commit();
-            slot.seen = seen;
+            if slot.seen != seen {
+                slot.seen = seen;
+                slot.dirty = true;
+            }
             let changes = slot.doc.get_changes(&before);
             if !changes.is_empty() {
                 let mut bytes = Vec::new();
