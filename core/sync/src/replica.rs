@@ -26,12 +26,15 @@ struct Slot {
     dirty: bool,
     /// For conversations: `(updated_at, message count)` at the last capture, to skip unchanged
     /// ones cheaply. Not saved.
-    seen: Option<(i64, usize)>,
+    seen: Seen,
 }
+
+/// `(updated_at, message count)` of a conversation at its last capture.
+type Seen = Option<(i64, usize)>;
 
 /// A saved document: flags (bit 0: applied, bit 1: `seen` follows), then `seen` as two
 /// little-endian 8-byte integers if flagged, then the Automerge document.
-fn encode_slot(applied: bool, seen: Option<(i64, usize)>, doc: &[u8]) -> Vec<u8> {
+fn encode_slot(applied: bool, seen: Seen, doc: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(doc.len() + 17);
     value.push(u8::from(applied) | if seen.is_some() { 2 } else { 0 });
     if let Some((at, count)) = seen {
@@ -42,7 +45,7 @@ fn encode_slot(applied: bool, seen: Option<(i64, usize)>, doc: &[u8]) -> Vec<u8>
     value
 }
 
-fn decode_slot(value: &[u8]) -> Option<(bool, Option<(i64, usize)>, &[u8])> {
+fn decode_slot(value: &[u8]) -> Option<(bool, Seen, &[u8])> {
     let (flags, rest) = value.split_first()?;
     if flags & 2 == 0 {
         return Some((flags & 1 == 1, None, rest));
