@@ -79,6 +79,72 @@ fn two_data_dirs_sync_through_a_real_server() {
     assert_eq!(b.setting("theme").unwrap().as_deref(), Some("dark"));
 }
 
+/// Starts a server on `addr` that stops when the returned sender is dropped or sent to; the
+/// returned handle ends once it has stopped.
+fn start_stoppable(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let storage = SqliteStorage::open(dir).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = App::new(storage, Limits::default());
+            serve(app, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    (rx.recv().unwrap(), stop, handle)
+}
+
+#[test]
+fn changes_made_while_the_server_is_down_go_out_when_it_is_back() {
+    let dirs = tempfile::tempdir().unwrap();
+    let server_dir = dirs.path().join("server");
+    let (addr, stop, handle) = start_stoppable(&server_dir, "127.0.0.1:0".parse().unwrap());
+    let url = format!("http://{addr}");
+    let a = SqliteStore::open(&dirs.path().join("a.db")).unwrap();
+    let b = SqliteStore::open(&dirs.path().join("b.db")).unwrap();
+    let mira = companion(&a, "Mira", 1_000);
+    let mut ca = SyncClient::create_space(&a, &url).unwrap();
+    register_space(&ca, T).unwrap();
+    sync_once(&mut ca, &a, T).unwrap();
+    let code = ca.pairing_code().unwrap();
+    let mut cb = SyncClient::join(&b, &code).unwrap();
+    sync_once(&mut cb, &b, T).unwrap();
+
+    // The server goes away; A keeps working offline.
+    stop.send(()).unwrap();
+    handle.join().unwrap();
+    add_memory(&a, mira.id, "Written while the server was down.", 2_000);
+    assert!(sync_once(&mut ca, &a, Duration::from_secs(2)).is_err());
+    assert!(ca.pending() > 0);
+
+    // Back on the same address and data: what it acknowledged before is still there, and A's
+    // queued change goes out.
+    let (_addr, _stop, _handle) = start_stoppable(&server_dir, addr);
+    let report = sync_once(&mut ca, &a, T).unwrap();
+    assert_eq!(report.pending, 0);
+    sync_once(&mut cb, &b, T).unwrap();
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(b.list_memories(mira.id, true).unwrap().len(), 1);
+}
+
 #[test]
 fn offline_edits_wait_for_the_server() {
     let dirs = tempfile::tempdir().unwrap();
