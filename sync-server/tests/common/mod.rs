@@ -299,6 +299,10 @@ impl Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-sync-server"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .env(
+                "NEXUS_LOG",
+                std::env::var("NEXUS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -377,6 +381,11 @@ impl PgCluster {
     /// installed. Fails the test if it is installed but does not start.
     pub fn start() -> Option<Self> {
         let Some(bin) = pg_bin() else {
+            assert!(
+                std::env::var_os("NEXUS_REQUIRE_POSTGRES").is_none(),
+                "NEXUS_REQUIRE_POSTGRES is set but PostgreSQL is not installed \
+                 (apt-get install -y postgresql)"
+            );
             eprintln!(
                 "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
                  !!! SKIPPED: PostgreSQL is not installed (no initdb/pg_ctl found).     !!!\n\
