@@ -554,15 +554,22 @@ pub fn apply(
                 .filter(|(k, _)| full || !old.contains_key(*k))
                 .collect();
             if !fresh.is_empty() {
-                let stored: BTreeSet<MessageId> =
-                    store.messages(*id, None)?.iter().map(|m| m.id).collect();
                 let mut messages = fresh
                     .into_iter()
                     .map(|(k, r)| message_from(*id, k, r))
-                    .filter(|m| m.as_ref().map_or(true, |m| !stored.contains(&m.id)))
                     .collect::<Result<Vec<_>>>()?;
                 messages.sort_by_key(|m| (m.created_at, m.id));
-                store.append_messages(&messages)?;
+                // Usually none of them is stored yet; if some are (a re-applied document, or
+                // this device's own messages echoed), append only the others.
+                match store.append_messages(&messages) {
+                    Err(StoreError::Conflict(_)) => {
+                        let stored: BTreeSet<MessageId> =
+                            store.messages(*id, None)?.iter().map(|m| m.id).collect();
+                        messages.retain(|m| !stored.contains(&m.id));
+                        store.append_messages(&messages)?;
+                    }
+                    other => other?,
+                }
             }
         }
     }
