@@ -30,6 +30,38 @@ fn start_server(dir: &Path) -> String {
     format!("http://{}", rx.recv().expect("server address"))
 }
 
+/// A server on `addr` until the returned sender fires; join the handle to wait for its end.
+fn start_stoppable(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let storage = SqliteStorage::open(dir).expect("server storage");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            let app = App::new(storage, Limits::default());
+            serve(app, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+    });
+    (rx.recv().expect("server address"), stop, handle)
+}
+
 fn run(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nexus"))
         .env("NEXUS_DATA_DIR", data)
@@ -134,4 +166,36 @@ fn bad_codes_and_missing_setup_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not enabled"));
     let out = run(&a, &["wearable", "push-hr", "--bpm", "900"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn edits_made_while_the_server_is_down_sync_later() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server_dir = tmp.path().join("server");
+    let (addr, stop, handle) = start_stoppable(&server_dir, "127.0.0.1:0".parse().expect("addr"));
+    let url = format!("http://{addr}");
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    ok(run(&a, &["sync", "enable", "--server", &url]));
+    let code = json(&ok(run(&a, &["device", "pair", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+
+    stop.send(()).expect("stop");
+    handle.join().expect("server thread");
+    ok(run(&a, &["companion", "create", "Nova"]));
+    let out = run(&a, &["sync", "now"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kept on this device"), "{err}");
+    let status = json(&ok(run(&a, &["sync", "status", "--json"])));
+    assert!(status["pending"].as_u64().expect("pending") > 0, "{status}");
+
+    let (_addr, _stop, _handle) = start_stoppable(&server_dir, addr);
+    let report = json(&ok(run(&a, &["sync", "now", "--json"])));
+    assert_eq!(report["pending"], 0, "{report}");
+    ok(run(&b, &["device", "join", &code]));
+    let list = json(&ok(run(&b, &["companion", "list", "--json"])));
+    assert_eq!(list[0]["name"], "Nova", "{list}");
 }
