@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use nexus_common::{CompanionId, MemoryId, Timestamp};
-use nexus_companion::memory::{MemorySettings, MemorySnapshot};
+use nexus_companion::memory::{MemorySettings, MemorySnapshot, keywords_of};
 use nexus_store::{MemoryItem, MemoryKind};
 
 struct Rng(u64);
@@ -58,12 +58,14 @@ fn main() {
         let snapshot = MemorySnapshot::new(items, dim);
         let build_ms = t.elapsed().as_secs_f64() * 1e3;
         let queries: Vec<Vec<f32>> = (0..1000).map(|_| rng.unit(dim)).collect();
+        // The real path also matches the query's content words against the shortlist.
+        let keywords = keywords_of("Should I take my dog to the beach this weekend?");
         let now = Timestamp(1_700_000_000_000 + n as i64 * 60_000);
         let mut times: Vec<f64> = queries
             .iter()
             .map(|q| {
                 let t = Instant::now();
-                let r = snapshot.recall_embedded(q, now, &settings, &count);
+                let r = snapshot.recall_embedded(q, &keywords, now, &settings, &count);
                 std::hint::black_box(r);
                 t.elapsed().as_secs_f64() * 1e3
             })

@@ -225,6 +225,18 @@ fn rules() -> &'static [Rule] {
                 }
                 Some((format!("user.has:{}", cap(c, 2).to_lowercase()), format!("The user has {n} {}.", cap(c, 2)), 0.6))
             }},
+            // --- activities: "I'm learning to play the cello", "I play chess" ---
+            Rule { kind: Fact, re: re(r"\bi(?:'m| am|'ve been| have been) (?:learning|studying how) ((?:to )?[\w' -]+)"), build: |c| {
+                let what = clause(cap(c, 1));
+                if is_pronoun_object(&what) || what.split_whitespace().count() > 8 {
+                    return None;
+                }
+                Some((format!("activity:{}", key(what.trim_start_matches("to "))), format!("The user is learning {}.", third_person(&what)), 0.5))
+            }},
+            Rule { kind: Fact, re: re(r"\bi (?:play|practi[cs]e) (the (?:piano|guitar|violin|viola|cello|drums|flute|bass|saxophone|trumpet|ukulele|harp|clarinet|trombone|accordion|harmonica)|chess|tennis|football|soccer|basketball|volleyball|golf|hockey|badminton|rugby|cricket|baseball|squash|table tennis|yoga|karate|judo|video games)\b"), build: |c| {
+                let what = cap(c, 1).to_lowercase();
+                Some((format!("activity:{}", key(&what)), format!("The user plays {what}."), 0.5))
+            }},
             // --- preferences ---
             Rule { kind: Preference, re: re(r"\bmy favou?rite ([\w ]+?) (?:is|are) ([\w' -]+)"), build: |c| {
                 let what = cap(c, 1).to_lowercase();
