@@ -21,6 +21,7 @@ pub use nexus_companion::cards::{
     CardError, CardFormat, CardSpec, ImportSummary, MAX_CARD_BYTES, too_large_file,
 };
 use nexus_companion::engine::MemoryAccess;
+pub use nexus_companion::evolve::TRAITS as PERSONA_TRAITS;
 pub use nexus_companion::memory::{MemorySettings, MemorySnapshot, Recalled};
 use nexus_companion::persona;
 pub use nexus_companion::{ChatSettings, CompanionDraft, CompanionPatch, Reply};
