@@ -4,6 +4,10 @@
 //! size of all-MiniLM-L6-v2 embeddings) and times `MemorySnapshot::recall_embedded` (int8 scan,
 //! exact re-scoring, recency/importance scoring, token budget) for 1,000 queries on one thread.
 //! Embedding the query is not included (see the Embeddings section of docs/BENCHMARKS.md).
+//!
+//! With `NEXUS_PY_REFERENCE=/path/to/python` (a venv with numpy and faiss-cpu), the same search
+//! runs through `benches/recall_reference.py` (numpy brute force, FAISS exact and HNSW, one
+//! thread) in the same run, for comparison.
 
 use std::time::Instant;
 
@@ -33,9 +37,10 @@ fn main() {
     let companion = CompanionId::new();
     let settings = MemorySettings::default();
     let count = |s: &str| s.split_whitespace().count() + 1;
-    println!("| memories | build ms | recall p50 ms | p95 ms | p99 ms |");
-    println!("|---:|---:|---:|---:|---:|");
-    for n in [1_000usize, 10_000, 100_000] {
+    println!("| memories | search | build ms | recall p50 ms | p95 ms | p99 ms |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let sizes = [1_000usize, 10_000, 100_000];
+    for n in sizes {
         let mut rng = Rng(42);
         let items: Vec<MemoryItem> = (0..n)
             .map(|i| MemoryItem {
@@ -73,10 +78,21 @@ fn main() {
         times.sort_by(f64::total_cmp);
         let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
         println!(
-            "| {n} | {build_ms:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {n} | Nexus (int8 scan + f32 re-score + scoring) | {build_ms:.0} | {:.2} | {:.2} | {:.2} |",
             pct(0.5),
             pct(0.95),
             pct(0.99)
         );
+    }
+    if let Ok(python) = std::env::var("NEXUS_PY_REFERENCE") {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/recall_reference.py");
+        let status = std::process::Command::new(python)
+            .arg(script)
+            .args(sizes.iter().map(usize::to_string))
+            .env("OMP_NUM_THREADS", "1")
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("the Python reference failed: {status:?}");
+        }
     }
 }
