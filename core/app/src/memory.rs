@@ -207,10 +207,7 @@ impl Nexus {
 
     /// A companion's persona state: traits, relationship, locks.
     pub fn persona_state(&self, companion: &Companion) -> Result<PersonaState> {
-        Ok(self
-            .store
-            .persona_state(companion.id)?
-            .unwrap_or_else(|| evolve::initial_state(companion, companion.created_at)))
+        Ok(self.engine().persona_state(companion)?)
     }
 
     /// Locks a trait (it stops evolving) or unlocks it. Fails for unknown trait names.

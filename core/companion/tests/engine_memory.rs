@@ -5,7 +5,7 @@ use nexus_common::Timestamp;
 use nexus_companion::engine::{MEMORY_HEADING, MemoryAccess};
 use nexus_companion::memory::{Memories, MemorySettings};
 use nexus_companion::persona::{CompanionDraft, create};
-use nexus_companion::{ChatSettings, ConversationEngine};
+use nexus_companion::{ChatSettings, ConversationEngine, Reply};
 use nexus_inference::{BertEmbedder, Flow};
 use nexus_store::{MemoryStore, Store};
 use nexus_testing::{FakeLlm, FixedClock};
@@ -16,42 +16,68 @@ fn embedder() -> BertEmbedder {
     BertEmbedder::from_dir(&nexus_testing::models::embedding_dir()).expect("embedder")
 }
 
-/// One exchange with memory, the snapshot rebuilt from the store as the app does.
-fn say(
-    store: &MemoryStore,
-    clock: &FixedClock,
-    embedder: &BertEmbedder,
-    llm: &mut FakeLlm,
-    conversation: nexus_common::ConversationId,
-    text: &str,
-) -> nexus_companion::Reply {
-    let conv = store.conversation(conversation).expect("conversation");
-    let settings = MemorySettings::default();
-    let snapshot = Memories::new(store, embedder, clock, settings.clone())
-        .snapshot(conv.companion_id)
-        .expect("snapshot");
-    let engine =
-        ConversationEngine::new(store, clock, ChatSettings::default()).with_memory(MemoryAccess {
-            embedder,
-            snapshot: &snapshot,
-            settings: &settings,
-        });
-    engine
-        .reply(llm, conversation, text, None, &mut |_| Flow::Continue)
-        .expect("reply")
+/// A store with the default companion and one conversation, the real embedder and a scripted
+/// model.
+struct World {
+    store: MemoryStore,
+    clock: FixedClock,
+    embedder: BertEmbedder,
+    companion: nexus_store::Companion,
+    conv: nexus_common::ConversationId,
+    llm: FakeLlm,
+}
+
+impl World {
+    fn new() -> Self {
+        let store = MemoryStore::new();
+        let clock = FixedClock::at(1_763_683_200_000);
+        let companion =
+            create(&store, &clock, &CompanionDraft::default_companion()).expect("companion");
+        let conv = ConversationEngine::new(&store, &clock, ChatSettings::default())
+            .start_conversation(&companion)
+            .expect("conversation")
+            .id;
+        Self {
+            store,
+            clock,
+            embedder: embedder(),
+            companion,
+            conv,
+            llm: FakeLlm::new(&[]),
+        }
+    }
+
+    fn engine(&self) -> ConversationEngine<'_> {
+        ConversationEngine::new(&self.store, &self.clock, ChatSettings::default())
+    }
+
+    /// One exchange with memory in `conversation`, the snapshot rebuilt from the store as the
+    /// app does.
+    fn say_in(&mut self, conversation: nexus_common::ConversationId, text: &str) -> Reply {
+        let settings = MemorySettings::default();
+        let snapshot = Memories::new(&self.store, &self.embedder, &self.clock, settings.clone())
+            .snapshot(self.companion.id)
+            .expect("snapshot");
+        ConversationEngine::new(&self.store, &self.clock, ChatSettings::default())
+            .with_memory(MemoryAccess {
+                embedder: &self.embedder,
+                snapshot: &snapshot,
+                settings: &settings,
+            })
+            .reply(&mut self.llm, conversation, text, None, &mut |_| {
+                Flow::Continue
+            })
+            .expect("reply")
+    }
+
+    fn say(&mut self, text: &str) -> Reply {
+        self.say_in(self.conv, text)
+    }
 }
 
 #[test]
 fn a_fact_told_weeks_ago_informs_the_reply_and_is_recorded() {
-    let store = MemoryStore::new();
-    let clock = FixedClock::at(1_763_683_200_000);
-    let embedder = embedder();
-    let companion =
-        create(&store, &clock, &CompanionDraft::default_companion()).expect("companion");
-    let engine = ConversationEngine::new(&store, &clock, ChatSettings::default());
-    let conv = engine.start_conversation(&companion).expect("conversation");
-    let mut llm = FakeLlm::new(&[]);
-
+    let mut w = World::new();
     // Week 1: facts among small talk.
     for text in [
         "Hi Nova, how was your day?",
@@ -60,26 +86,25 @@ fn a_fact_told_weeks_ago_informs_the_reply_and_is_recorded() {
         "The weather is grey again today.",
         "I'm allergic to peanuts.",
     ] {
-        clock.advance(3_600_000);
-        say(&store, &clock, &embedder, &mut llm, conv.id, text);
+        w.clock.advance(3_600_000);
+        w.say(text);
     }
-    let learned = store.list_memories(companion.id, false).expect("memories");
+    let learned = w
+        .store
+        .list_memories(w.companion.id, false)
+        .expect("memories");
     assert!(
         learned.iter().any(|m| m.text.contains("Anna")),
         "learned: {learned:#?}"
     );
 
     // Three weeks later, in a new conversation.
-    clock.advance(21 * DAY);
-    let later = engine.start_conversation(&companion).expect("conversation");
-    let reply = say(
-        &store,
-        &clock,
-        &embedder,
-        &mut llm,
-        later.id,
-        "What could I give my sister for her birthday?",
-    );
+    w.clock.advance(21 * DAY);
+    let later = w
+        .engine()
+        .start_conversation(&w.companion)
+        .expect("conversation");
+    let reply = w.say_in(later.id, "What could I give my sister for her birthday?");
     let top = reply.memories_used.first().expect("a memory was recalled");
     assert!(
         top.memory.text.contains("Anna"),
@@ -88,17 +113,17 @@ fn a_fact_told_weeks_ago_informs_the_reply_and_is_recorded() {
     );
 
     // It was in the prompt, right before the question, and it is recorded for /why.
-    let prompt = llm.recorded().pop().expect("request");
+    let prompt = w.llm.recorded().pop().expect("request");
     let n = prompt.messages.len();
     assert_eq!(prompt.messages[n - 2].role, "system");
     assert!(prompt.messages[n - 2].content.starts_with(MEMORY_HEADING));
     assert!(prompt.messages[n - 2].content.contains("Anna"));
     let reply_id = reply.reply_message.expect("reply").id;
-    let used = store.memories_used(reply_id).expect("used");
+    let used = w.store.memories_used(reply_id).expect("used");
     assert_eq!(used.first(), Some(&top.memory.id));
-    let used_at = store.memory(top.memory.id).expect("memory").last_used_at;
+    let used_at = w.store.memory(top.memory.id).expect("memory").last_used_at;
     assert!(
-        used_at >= Some(clock_now(&clock)),
+        used_at >= Some(clock_now(&w.clock)),
         "recall refreshes the memory: {used_at:?}"
     );
 }
@@ -110,37 +135,22 @@ fn clock_now(clock: &FixedClock) -> Timestamp {
 
 #[test]
 fn a_new_fact_supersedes_the_old_one_through_the_engine() {
-    let store = MemoryStore::new();
-    let clock = FixedClock::at(1_763_683_200_000);
-    let embedder = embedder();
-    let companion =
-        create(&store, &clock, &CompanionDraft::default_companion()).expect("companion");
-    let engine = ConversationEngine::new(&store, &clock, ChatSettings::default());
-    let conv = engine.start_conversation(&companion).expect("conversation");
-    let mut llm = FakeLlm::new(&[]);
-    say(
-        &store,
-        &clock,
-        &embedder,
-        &mut llm,
-        conv.id,
-        "I live in Lyon.",
-    );
-    clock.advance(30 * DAY);
-    let r = say(
-        &store,
-        &clock,
-        &embedder,
-        &mut llm,
-        conv.id,
-        "I moved to Berlin last week.",
-    );
+    let mut w = World::new();
+    w.say("I live in Lyon.");
+    w.clock.advance(30 * DAY);
+    let r = w.say("I moved to Berlin last week.");
     assert_eq!(r.learned.superseded.len(), 1, "{:#?}", r.learned);
-    let active = store.list_memories(companion.id, false).expect("active");
+    let active = w
+        .store
+        .list_memories(w.companion.id, false)
+        .expect("active");
     assert!(active.iter().any(|m| m.text.contains("Berlin")));
     assert!(!active.iter().any(|m| m.text.contains("Lyon")));
     assert_eq!(
-        store.list_memories(companion.id, true).expect("all").len(),
+        w.store
+            .list_memories(w.companion.id, true)
+            .expect("all")
+            .len(),
         active.len() + 1,
         "the old fact is kept in the history"
     );
@@ -148,31 +158,18 @@ fn a_new_fact_supersedes_the_old_one_through_the_engine() {
 
 #[test]
 fn the_persona_evolves_within_bounds_and_keeps_a_history() {
-    let store = MemoryStore::new();
-    let clock = FixedClock::at(1_763_683_200_000);
-    let embedder = embedder();
-    let companion =
-        create(&store, &clock, &CompanionDraft::default_companion()).expect("companion");
-    let engine = ConversationEngine::new(&store, &clock, ChatSettings::default());
-    let conv = engine.start_conversation(&companion).expect("conversation");
-    let before = engine.persona_state(&companion).expect("state");
-    let mut llm = FakeLlm::new(&[]);
+    let mut w = World::new();
+    let before = w.engine().persona_state(&w.companion).expect("state");
     for i in 0..40 {
-        clock.advance(DAY);
-        say(
-            &store,
-            &clock,
-            &embedder,
-            &mut llm,
-            conv.id,
-            &format!(
-                "Thank you so much, you're lovely! I'm so excited about our trip number {i}, \
-                 let's plan the next one together and imagine the places we could see!"
-            ),
-        );
+        w.clock.advance(DAY);
+        w.say(&format!(
+            "Thank you so much, you're lovely! I'm so excited about our trip number {i}, \
+             let's plan the next one together and imagine the places we could see!"
+        ));
     }
-    let after = store
-        .persona_state(companion.id)
+    let after = w
+        .store
+        .persona_state(w.companion.id)
         .expect("state")
         .expect("saved");
     assert_eq!(after.exchanges, 40);
@@ -185,7 +182,10 @@ fn the_persona_evolves_within_bounds_and_keeps_a_history() {
         );
     }
     assert!(after.traits["agreeableness"] > before.traits["agreeableness"]);
-    let history = store.persona_history(companion.id, None).expect("history");
+    let history = w
+        .store
+        .persona_history(w.companion.id, None)
+        .expect("history");
     assert!(history.len() >= 40, "{} changes", history.len());
 }
 
