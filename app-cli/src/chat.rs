@@ -219,6 +219,8 @@ fn interactive(config: &NativeConfig, args: &ChatArgs) -> Result<(), CliError> {
     let tty = std::io::stdin().is_terminal();
     let (mut app, _) = load(config, args)?;
     let (mut companion, mut conversation) = pick(&app, args.companion.as_deref(), args.new)?;
+    // Sync in the background while chatting (if enabled); stops when the chat ends.
+    let _sync = crate::sync::Background::start(&config.data_dir);
 
     // Ctrl-C cancels the answer in progress; at the prompt it leaves.
     let current: Arc<Mutex<Option<CancelToken>>> = Arc::new(Mutex::new(None));

@@ -28,6 +28,9 @@ pub enum CliError {
     /// Terminal I/O.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
+    /// Sync failed (network, server, damaged sync state).
+    #[error("sync: {0}")]
+    Sync(String),
 }
 
 impl From<nexus_models::ModelsError> for CliError {
@@ -62,7 +65,7 @@ impl CliError {
             CliError::App(
                 AppError::Models(_) | AppError::Model(_) | AppError::NoModel | AppError::NoEmbedder,
             ) => code::MODEL,
-            CliError::Io(_) => code::FAILURE,
+            CliError::Io(_) | CliError::Sync(_) => code::FAILURE,
         }
     }
 

@@ -8,6 +8,7 @@ mod commands;
 mod error;
 mod memory;
 mod privacy;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,15 @@ enum Command {
     /// Fetch, verify and list the model files.
     #[command(subcommand)]
     Models(commands::ModelsCmd),
+    /// Sync your companions between devices (end-to-end encrypted).
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
+    /// Pair another device with this one, or join another device's space.
+    #[command(subcommand)]
+    Device(sync::DeviceCmd),
+    /// A wearable's role: push samples into the journal through sync.
+    #[command(subcommand)]
+    Wearable(sync::WearableCmd),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +115,9 @@ fn main() -> ExitCode {
         Command::ImportArchive(args) => privacy::import(&config, args),
         Command::ForgetMe(args) => privacy::forget_me(&config, args),
         Command::Models(cmd) => commands::models(&config, cmd),
+        Command::Sync(cmd) => sync::sync(&config, cmd),
+        Command::Device(cmd) => sync::device(&config, cmd),
+        Command::Wearable(cmd) => sync::wearable(&config, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -342,7 +342,9 @@ pub enum ClientMessage {
         /// The encrypted change.
         blob: Blob,
     },
-    /// Stores a snapshot covering entries up to `covers`; the server may then drop them.
+    /// Stores a snapshot covering entries up to `covers`; the server may then drop them. The
+    /// snapshot is an entry with the next sequence number. `covers` above the document's head
+    /// is `bad_request`; below the `covers` of the stored snapshot it is `conflict`.
     Snapshot {
         /// Chosen by the device, echoed in the ack or error.
         id: u64,
@@ -375,6 +377,8 @@ pub enum ServerMessage {
         grants: Option<BTreeMap<DocId, Access>>,
     },
     /// Entries of one document, in sequence order: the backlog after Hello, then live ones.
+    /// A session receives every entry of its readable documents, its own pushes included, so
+    /// per document the stream has no gaps and the last `seq` received is the cursor.
     Entries {
         /// The document.
         doc: DocId,
@@ -417,7 +421,8 @@ pub enum ErrorCode {
     Forbidden,
     /// No such space or document (HTTP 404).
     NotFound,
-    /// The space exists with another token (HTTP 409).
+    /// The space exists with another token, a token is already in use, or a snapshot is
+    /// older than the stored one (HTTP 409).
     Conflict,
     /// Over a size limit (HTTP 413).
     TooLarge,
