@@ -6,6 +6,9 @@ mod cards;
 mod chat;
 mod commands;
 mod error;
+mod memory;
+mod privacy;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,9 +57,27 @@ enum Command {
     /// Import and export character cards (PNG, JSON, CHARX).
     #[command(subcommand)]
     Card(cards::CardCmd),
+    /// See, search, edit, pin and forget what your companion remembers about you.
+    #[command(subcommand)]
+    Memory(memory::MemoryCmd),
+    /// Write everything you own (companions, conversations, memories, settings) to a JSON archive.
+    Export(privacy::ExportArgs),
+    /// Restore an archive written by `nexus export`.
+    ImportArchive(privacy::ImportArgs),
+    /// Delete everything you own, for good.
+    ForgetMe(privacy::ForgetMeArgs),
     /// Fetch, verify and list the model files.
     #[command(subcommand)]
     Models(commands::ModelsCmd),
+    /// Sync your companions between devices (end-to-end encrypted).
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
+    /// Pair another device with this one, or join another device's space.
+    #[command(subcommand)]
+    Device(sync::DeviceCmd),
+    /// A wearable's role: push samples into the journal through sync.
+    #[command(subcommand)]
+    Wearable(sync::WearableCmd),
 }
 
 fn main() -> ExitCode {
@@ -89,7 +110,14 @@ fn main() -> ExitCode {
         Command::Companion(cmd) => commands::companion(&config, cmd),
         Command::History(args) => commands::history(&config, args),
         Command::Card(cmd) => cards::card(&config, cmd),
+        Command::Memory(cmd) => memory::run(&config, cmd),
+        Command::Export(args) => privacy::export(&config, args),
+        Command::ImportArchive(args) => privacy::import(&config, args),
+        Command::ForgetMe(args) => privacy::forget_me(&config, args),
         Command::Models(cmd) => commands::models(&config, cmd),
+        Command::Sync(cmd) => sync::sync(&config, cmd),
+        Command::Device(cmd) => sync::device(&config, cmd),
+        Command::Wearable(cmd) => sync::wearable(&config, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

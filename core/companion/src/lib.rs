@@ -13,6 +13,7 @@ pub mod evolve;
 pub mod memory;
 pub mod persona;
 pub mod prompt;
+pub mod summary;
 
 pub use engine::{ChatSettings, ConversationEngine, Reply};
 pub use persona::{CompanionDraft, CompanionPatch};

@@ -17,6 +17,7 @@ const TABLES: &[&str] = &[
     "conversations",
     "companions",
     "settings",
+    "sync_state",
 ];
 
 /// Deletes every row of every table, then scrubs the files.
