@@ -109,9 +109,13 @@ async fn connect(
     t0: Instant,
     cursor: u64,
 ) -> Client {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", routes::WS))
-        .await
-        .unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}{}", routes::WS),
+        None,
+        true,
+    )
+    .await
+    .unwrap();
     let (mut tx, mut rx) = ws.split();
     let hello = ClientMessage::Hello {
         protocol: PROTOCOL_VERSION,

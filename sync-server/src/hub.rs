@@ -33,7 +33,12 @@ pub enum Event {
 }
 
 /// Capacity of a space's channel; a session that falls further behind resyncs from storage.
-const CAPACITY: usize = 1024;
+const CAPACITY: usize = 512;
+
+/// Largest blob carried inside an event. A broadcast channel keeps its last [`CAPACITY`]
+/// values until they are overwritten, so large blobs (snapshots) are not kept there: sessions
+/// read them from storage.
+pub const INLINE_MAX_BYTES: usize = 16 * 1024;
 
 /// Broadcast channels per space.
 #[derive(Debug, Default)]
@@ -60,6 +65,14 @@ impl Hub {
             && tx.send(event).is_err()
         {
             // Every receiver is gone: forget the space.
+            spaces.remove(space);
+        }
+    }
+
+    /// Forgets a space's channel (and the entries it holds) once no session listens.
+    pub fn release(&self, space: &SpaceId) {
+        let mut spaces = self.spaces.lock().unwrap_or_else(|e| e.into_inner());
+        if spaces.get(space).is_some_and(|tx| tx.receiver_count() == 0) {
             spaces.remove(space);
         }
     }

@@ -21,6 +21,8 @@ pub struct Limits {
     pub token_bytes_rate: f64,
     /// Burst of blob bytes per token (at least one maximal snapshot).
     pub token_bytes_burst: f64,
+    /// Open WebSocket sessions per server process; more are refused with 503.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
             token_burst: 400.0,
             token_bytes_rate: 8.0 * 1024.0 * 1024.0,
             token_bytes_burst: 64.0 * 1024.0 * 1024.0,
+            max_connections: 10_000,
         }
     }
 }

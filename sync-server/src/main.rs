@@ -19,9 +19,11 @@ struct Args {
     data: PathBuf,
     /// Use PostgreSQL instead of SQLite, e.g. `postgres://user@host:5432/db`. Several servers
     /// may share one database.
-    #[arg(long, env = "NEXUS_SYNC_POSTGRES")]
+    /// (The URL may hold a password: it is never printed or logged.)
+    #[arg(long, env = "NEXUS_SYNC_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
-    /// PostgreSQL connections per server process.
+    /// PostgreSQL connections for reads and transactions per server process (plus half as
+    /// many writer connections for appends).
     #[arg(long, default_value_t = 8)]
     pg_connections: usize,
     /// Frames per second per WebSocket connection.
@@ -39,6 +41,9 @@ struct Args {
     /// Blob bytes per second per token.
     #[arg(long, default_value_t = Limits::default().token_bytes_rate)]
     token_bytes_rate: f64,
+    /// Open WebSocket sessions per process; more are refused (HTTP 503).
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
     /// Logs as JSON lines (default: human-readable with fields).
     #[arg(long)]
     log_json: bool,
@@ -62,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         token_rate: args.token_rate,
         token_burst: args.token_burst,
         token_bytes_rate: args.token_bytes_rate,
+        max_connections: args.max_connections,
         ..Limits::default()
     };
     tokio::runtime::Builder::new_multi_thread()

@@ -14,12 +14,12 @@
 //!   when broken; no TLS (run it next to the database or through a TLS tunnel).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use nexus_sync_protocol::{DocId, SpaceId};
-use tokio::sync::{Mutex, MutexGuard, mpsc};
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::sqlite::{PageBuilder, check_snapshot, join_docs};
@@ -77,6 +77,7 @@ pub struct PgStorage {
     url: String,
     conns: Vec<Mutex<Option<Client>>>,
     next: AtomicUsize,
+    appends: mpsc::Sender<AppendReq>,
     /// Random id of this process in notification payloads.
     origin: String,
     events: StdMutex<Option<mpsc::UnboundedReceiver<RemoteEvent>>>,
@@ -92,19 +93,142 @@ async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// One append waiting for a writer.
+struct AppendReq {
+    space: String,
+    doc: String,
+    blob: Vec<u8>,
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// The append statement: one implicit transaction when run alone, one of a batch otherwise.
+/// The row lock on sync_docs orders concurrent appends to a document, and the NOTIFY goes out
+/// with the commit.
+const APPEND: &str = "WITH d AS (
+        INSERT INTO sync_docs (space, doc, head) VALUES ($1, $2, 1)
+        ON CONFLICT (space, doc) DO UPDATE SET head = sync_docs.head + 1
+        RETURNING head
+    ), e AS (
+        INSERT INTO sync_entries (space, doc, seq, kind, covers, blob)
+        SELECT $1, $2, head, 0, NULL, $3 FROM d
+        RETURNING seq
+    )
+    SELECT seq, pg_notify($5, $4 || seq::text)::text FROM e";
+
+/// Most appends committed together.
+const MAX_BATCH: usize = 256;
+
+/// A writer connection: takes every waiting append (up to [`MAX_BATCH`]), sorts them by
+/// document (so concurrent batches lock rows in one order and cannot deadlock), runs them
+/// pipelined in one transaction and commits once: group commit, one WAL flush per batch.
+async fn append_writer(url: String, origin: String, rx: Arc<Mutex<mpsc::Receiver<AppendReq>>>) {
+    let mut conn: Option<(Client, tokio_postgres::Statement)> = None;
+    loop {
+        let mut batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            conn = match connect(&url).await {
+                Ok(c) => match c.prepare(APPEND).await {
+                    Ok(stmt) => Some((c, stmt)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "preparing the append statement failed");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "append writer cannot connect");
+                    None
+                }
+            };
+            if conn.is_none() {
+                fail_all(batch, unavailable("cannot connect to PostgreSQL"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        batch.sort_by(|a, b| (&a.space, &a.doc).cmp(&(&b.space, &b.doc)));
+        continue_with(&mut conn, &origin, batch).await;
+    }
+}
+
+fn fail_all(batch: Vec<AppendReq>, e: StorageError) {
+    for r in batch {
+        let _ = r.reply.send(Err(e.clone()));
+    }
+}
+
+async fn continue_with(
+    conn: &mut Option<(Client, tokio_postgres::Statement)>,
+    origin: &str,
+    batch: Vec<AppendReq>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let Some((client, stmt)) = conn.as_mut() else {
+        return fail_all(batch, unavailable("no PostgreSQL connection"));
+    };
+    let result = async {
+        let tx = client.transaction().await.map_err(pg)?;
+        let prefixes: Vec<String> = batch
+            .iter()
+            .map(|r| format!("{origin} e {} {} ", r.space, r.doc))
+            .collect();
+        let (txr, stmt) = (&tx, &*stmt);
+        let rows = futures_util::future::try_join_all(batch.iter().zip(&prefixes).map(
+            |(r, prefix)| async move {
+                let blob: &[u8] = &r.blob;
+                txr.query_one(stmt, &[&r.space, &r.doc, &blob, prefix, &CHANNEL])
+                    .await
+            },
+        ))
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok::<_, StorageError>(rows)
+    }
+    .await;
+    match result {
+        Ok(rows) => {
+            for (r, row) in batch.into_iter().zip(rows) {
+                let _ = r.reply.send(Ok(row.get::<_, i64>(0) as u64));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "append batch failed");
+            fail_all(batch, e);
+        }
+    }
+}
+
 impl PgStorage {
-    /// Connects `pool` connections (at least 1), creates the tables if needed and starts
-    /// listening for other processes' writes.
+    /// Connects `pool` connections for reads and transactions and `pool / 2` (at least 1)
+    /// writer connections for appends, creates the tables if needed and starts listening for
+    /// other processes' writes.
     pub async fn connect(url: &str, pool: usize) -> Result<Self> {
         let mut conns = Vec::new();
         for _ in 0..pool.max(1) {
             conns.push(Mutex::new(Some(connect(url).await?)));
         }
+        let origin = uuid::Uuid::now_v7().simple().to_string();
+        let (appends, rx) = mpsc::channel(4096);
+        let rx = Arc::new(Mutex::new(rx));
         let storage = Self {
             url: url.to_owned(),
             conns,
             next: AtomicUsize::new(0),
-            origin: uuid::Uuid::now_v7().simple().to_string(),
+            appends,
+            origin: origin.clone(),
             events: StdMutex::new(None),
         };
         {
@@ -117,8 +241,9 @@ impl PgStorage {
             tx.batch_execute(SCHEMA).await.map_err(pg)?;
             tx.commit().await.map_err(pg)?;
         }
+        let appends_rx = rx;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(listen(
             storage.url.clone(),
             storage.origin.clone(),
@@ -128,6 +253,13 @@ impl PgStorage {
         // Start serving only once LISTEN is active, so no write of another process is missed.
         let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
         *storage.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+        for _ in 0..(pool / 2).max(1) {
+            tokio::spawn(append_writer(
+                storage.url.clone(),
+                origin.clone(),
+                appends_rx.clone(),
+            ));
+        }
         Ok(storage)
     }
 
@@ -154,6 +286,7 @@ impl PgStorage {
     }
 
     fn notify_entry(&self, space: &str, doc: &str) -> String {
+        // Same shape as the append writers' payloads.
         format!("{} e {space} {doc} ", self.origin)
     }
 }
@@ -168,7 +301,7 @@ async fn listen(
     url: String,
     origin: String,
     tx: mpsc::UnboundedSender<RemoteEvent>,
-    ready: tokio::sync::oneshot::Sender<()>,
+    ready: oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
     loop {
@@ -305,28 +438,19 @@ impl Storage for PgStorage {
     }
 
     async fn append(&self, space: &SpaceId, doc: &DocId, blob: &[u8]) -> Result<u64> {
-        let mut g = self.conn().await?;
-        let c = client(&mut g)?;
-        let prefix = self.notify_entry(space.as_str(), doc.as_str());
-        // One statement, so one implicit transaction: the row lock on sync_docs orders
-        // concurrent appends, and the NOTIFY goes out with the commit.
-        let row = c
-            .query_one(
-                "WITH d AS (
-                    INSERT INTO sync_docs (space, doc, head) VALUES ($1, $2, 1)
-                    ON CONFLICT (space, doc) DO UPDATE SET head = sync_docs.head + 1
-                    RETURNING head
-                 ), e AS (
-                    INSERT INTO sync_entries (space, doc, seq, kind, covers, blob)
-                    SELECT $1, $2, head, 0, NULL, $3 FROM d
-                    RETURNING seq
-                 )
-                 SELECT seq, pg_notify($5, $4 || seq::text)::text FROM e",
-                &[&space.as_str(), &doc.as_str(), &blob, &prefix, &CHANNEL],
-            )
+        let (reply, rx) = oneshot::channel();
+        let req = AppendReq {
+            space: space.to_string(),
+            doc: doc.to_string(),
+            blob: blob.to_vec(),
+            reply,
+        };
+        self.appends
+            .send(req)
             .await
-            .map_err(pg)?;
-        Ok(row.get::<_, i64>(0) as u64)
+            .map_err(|_| unavailable("the append writers stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("the append writers stopped"))?
     }
 
     async fn snapshot(

@@ -14,6 +14,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt as _;
 use nexus_sync_protocol::{
     BlobKind, DocId, Entry, ErrorBody, ErrorCode, MAX_ENTRIES_PER_MESSAGE, MAX_FRAME_BYTES,
     SpaceId, Token, http, routes, token_hash,
@@ -21,7 +22,7 @@ use nexus_sync_protocol::{
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::hub::{Event, Hub};
+use crate::hub::{Event, Hub, INLINE_MAX_BYTES};
 use crate::limits::{Limits, TokenLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{Created, NewGrant, Principal, RemoteEvent, Storage, StorageError};
@@ -108,12 +109,14 @@ impl<S: Storage> App<S> {
             Event::Entry {
                 doc: doc.clone(),
                 seq,
-                entry: Some(Arc::new(Entry {
-                    seq,
-                    kind,
-                    covers,
-                    blob,
-                })),
+                entry: (blob.0.len() <= INLINE_MAX_BYTES).then(|| {
+                    Arc::new(Entry {
+                        seq,
+                        kind,
+                        covers,
+                        blob,
+                    })
+                }),
                 at: Some(at),
             },
         );
@@ -265,6 +268,12 @@ pub async fn serve<S: Storage>(
             }
         });
     }
+    // Small frames must not wait for delayed ACKs (Nagle): relay latency is the product.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),
@@ -341,7 +350,16 @@ fn finish<S>(app: &App<S>, r: ApiResult) -> Response {
 }
 
 async fn ws<S: Storage>(State(app): State<Arc<App<S>>>, upgrade: WebSocketUpgrade) -> Response {
+    if app.metrics.connections.load(Relaxed) >= app.limits.max_connections as i64 {
+        app.metrics.error(ErrorCode::Unavailable);
+        return ApiError::new(ErrorCode::Unavailable, "too many connections; retry later")
+            .into_response();
+    }
     upgrade
+        // tungstenite's 128 KiB default read buffer per connection dominates the memory of an
+        // idle client; buffers still grow for large frames.
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| crate::session::run(app, socket))

@@ -13,11 +13,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt as _;
 use nexus_sync_protocol::{
     ClientMessage, DocId, Entry, ErrorCode, MAX_ENTRIES_PER_MESSAGE, PROTOCOL_VERSION,
     ServerMessage, SpaceId, token_hash,
 };
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::hub::Event;
 use crate::limits::Bucket;
@@ -28,6 +29,16 @@ use crate::storage::{Principal, Storage};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not take a frame for this long is dropped.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most hub events handled before flushing to the socket.
+const MAX_EVENTS_PER_WAKE: usize = 256;
+
+/// Live entries waiting to be sent, per document (already counted in `delivered`).
+#[derive(Default)]
+struct Pending {
+    entries: Vec<Entry>,
+    bytes: usize,
+    received_at: Vec<Instant>,
+}
 
 struct ConnGuard<S: Storage>(Arc<App<S>>);
 
@@ -47,6 +58,7 @@ struct Session<S: Storage> {
     hash: String,
     principal: Principal,
     delivered: HashMap<DocId, u64>,
+    pending: HashMap<DocId, Pending>,
     frames: Bucket,
 }
 
@@ -123,6 +135,7 @@ pub async fn run<S: Storage>(app: Arc<App<S>>, mut socket: WebSocket) {
         hash,
         principal,
         delivered: HashMap::new(),
+        pending: HashMap::new(),
         frames,
     };
     let welcome = ServerMessage::Welcome {
@@ -141,6 +154,8 @@ pub async fn run<S: Storage>(app: Arc<App<S>>, mut socket: WebSocket) {
         }
     }
     let _ = s.run_loop(&mut events).await;
+    drop(events);
+    s.app.hub.release(&s.space);
     tracing::info!(space = %s.space, "session ended");
 }
 
@@ -177,12 +192,34 @@ impl<S: Storage> Session<S> {
                         return Err(Closed);
                     }
                 },
-                ev = events.recv() => match ev {
-                    Ok(Event::Entry { doc, seq, entry, at }) => self.on_entry(doc, seq, entry, at).await?,
-                    Ok(Event::AuthChanged) => self.recheck().await?,
-                    Ok(Event::Resync) | Err(RecvError::Lagged(_)) => self.resync().await?,
-                    Err(RecvError::Closed) => return Err(Closed),
-                },
+                ev = events.recv() => {
+                    // Take every event that is already waiting, so a burst goes out as one
+                    // Entries message per document and one flush.
+                    let mut ev = ev;
+                    for _ in 0..MAX_EVENTS_PER_WAKE {
+                        match ev {
+                            Ok(Event::Entry { doc, seq, entry, at }) => {
+                                self.on_entry(doc, seq, entry, at).await?
+                            }
+                            Ok(Event::AuthChanged) => {
+                                self.flush_pending().await?;
+                                self.recheck().await?
+                            }
+                            Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
+                                self.flush_pending().await?;
+                                self.resync().await?
+                            }
+                            Err(RecvError::Closed) => return Err(Closed),
+                        }
+                        ev = match events.try_recv() {
+                            Ok(e) => Ok(e),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                        };
+                    }
+                    self.flush_pending().await?;
+                }
             }
         }
     }
@@ -297,24 +334,101 @@ impl<S: Storage> Session<S> {
         }
         match entry {
             Some(entry) if seq == delivered + 1 => {
-                self.send(&ServerMessage::Entries {
-                    doc: doc.clone(),
-                    entries: vec![Entry::clone(&entry)],
-                })
-                .await?;
-                self.app.metrics.entries_out.fetch_add(1, Relaxed);
-                self.delivered.insert(doc, seq);
-                if let Some(at) = at {
-                    self.app.metrics.relay(at.elapsed());
+                let full = self.pending.get(&doc).is_some_and(|p| {
+                    p.entries.len() >= MAX_ENTRIES_PER_MESSAGE
+                        || p.bytes + entry.blob.0.len() > PAGE_BYTES
+                });
+                if full {
+                    self.flush_doc(&doc).await?;
                 }
+                let p = self.pending.entry(doc.clone()).or_default();
+                p.bytes += entry.blob.0.len();
+                p.entries.push(Entry::clone(&entry));
+                p.received_at.extend(at);
+                self.delivered.insert(doc, seq);
                 Ok(())
             }
             _ => self.catch_up(&doc, at).await,
         }
     }
 
+    fn pending_message(&mut self, doc: &DocId) -> Option<(ServerMessage, Pending)> {
+        let mut p = self.pending.remove(doc)?;
+        let entries = std::mem::take(&mut p.entries);
+        Some((
+            ServerMessage::Entries {
+                doc: doc.clone(),
+                entries,
+            },
+            p,
+        ))
+    }
+
+    fn count_sent(&self, n: usize, p: &Pending) {
+        self.app.metrics.entries_out.fetch_add(n as u64, Relaxed);
+        for at in &p.received_at {
+            self.app.metrics.relay(at.elapsed());
+        }
+    }
+
+    /// Sends the waiting live entries of one document.
+    async fn flush_doc(&mut self, doc: &DocId) -> Result<(), Closed> {
+        if let Some((msg, p)) = self.pending_message(doc) {
+            let n = match &msg {
+                ServerMessage::Entries { entries, .. } => entries.len(),
+                _ => 0,
+            };
+            self.send(&msg).await?;
+            self.count_sent(n, &p);
+        }
+        Ok(())
+    }
+
+    /// Sends every waiting live entry, one message per document, with one flush.
+    async fn flush_pending(&mut self) -> Result<(), Closed> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let docs: Vec<DocId> = self.pending.keys().cloned().collect();
+        let mut sent = Vec::new();
+        let mut bytes = 0;
+        let mut frames = Vec::new();
+        for doc in docs {
+            if let Some((msg, p)) = self.pending_message(&doc) {
+                let n = match &msg {
+                    ServerMessage::Entries { entries, .. } => entries.len(),
+                    _ => 0,
+                };
+                let frame = msg.to_frame();
+                bytes += frame.len();
+                frames.push(frame);
+                sent.push((n, p));
+            }
+        }
+        let socket = &mut self.socket;
+        let result = tokio::time::timeout(SEND_TIMEOUT, async {
+            for frame in frames {
+                socket.feed(Message::Text(frame.into())).await?;
+            }
+            socket.flush().await
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {
+                self.app.metrics.bytes_out.fetch_add(bytes as u64, Relaxed);
+                for (n, p) in &sent {
+                    self.count_sent(*n, p);
+                }
+                Ok(())
+            }
+            _ => Err(Closed),
+        }
+    }
+
     /// Sends everything after `delivered` from storage.
     async fn catch_up(&mut self, doc: &DocId, at: Option<Instant>) -> Result<(), Closed> {
+        // What is waiting comes first: it precedes `delivered`.
+        self.flush_doc(doc).await?;
         loop {
             let since = self.delivered.get(doc).copied().unwrap_or(0);
             let page = match self

@@ -44,9 +44,13 @@ async fn stream_pushes(
     first_id: u64,
     acked: Arc<Mutex<BTreeMap<u64, u64>>>,
 ) {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", routes::WS))
-        .await
-        .unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}{}", routes::WS),
+        None,
+        true,
+    )
+    .await
+    .unwrap();
     let (mut tx, mut rx) = ws.split();
     let hello = ClientMessage::Hello {
         protocol: PROTOCOL_VERSION,
@@ -180,4 +184,32 @@ async fn sigkill_mid_stream_loses_no_acknowledged_write() {
         drop(server);
     }
     assert!(total_acked >= 450);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_even_with_open_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Proc::spawn(&["--data", dir.path().to_str().unwrap()]);
+    let (sp, tk) = (space(1), token(1));
+    create_space(server.addr, &sp, &tk).await;
+    let mut ws = Ws::connect(server.addr, &sp, &tk).await;
+    ws.push_acked(1, &doc(1), b"x").await;
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

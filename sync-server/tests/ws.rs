@@ -26,6 +26,14 @@ async fn push_is_acked_and_relayed_to_the_other_device() {
     assert_eq!(a.entries_until(&d, 1).await, vec![(1, b"hello".to_vec())]);
     assert_eq!(b.push_acked(1, &d, b"world").await, 2);
     assert_eq!(a.entries_until(&d, 2).await, vec![(2, b"world".to_vec())]);
+    // Blobs too large to ride along in the fan-out event are read from storage.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(a.push_acked(8, &d, &big).await, 3);
+    let got = b.entries_until(&d, 3).await; // b's own seq 2 may come first
+    assert!(
+        got.last() == Some(&(3, big.clone())),
+        "the large blob arrives intact"
+    );
     // Ping.
     a.send(&ClientMessage::Ping { id: 42 }).await;
     loop {
@@ -637,4 +645,33 @@ async fn http_push_and_pull_reach_websocket_clients_and_health_and_metrics_work(
         assert!(m.contains(needle), "{needle} in {m}");
     }
     assert!(!m.contains(tk.expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused() {
+    let limits = Limits {
+        max_connections: 2,
+        ..generous()
+    };
+    let (srv, _dir) = start_sqlite(limits).await;
+    let (sp, tk) = (space(1), token(1));
+    create_space(srv.addr, &sp, &tk).await;
+    let _a = Ws::connect(srv.addr, &sp, &tk).await;
+    let _b = Ws::connect(srv.addr, &sp, &tk).await;
+    let url = format!("ws://{}{}", srv.addr, routes::WS);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("{other:?}"),
+    }
+    drop(_a);
+    // The slot frees up once the session ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let url = format!("ws://{}{}", srv.addr, routes::WS);
+        if tokio_tungstenite::connect_async(url).await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

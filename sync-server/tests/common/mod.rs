@@ -169,9 +169,13 @@ pub struct Ws {
 
 impl Ws {
     pub async fn raw(addr: SocketAddr) -> Self {
-        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", routes::WS))
-            .await
-            .unwrap();
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(
+            format!("ws://{addr}{}", routes::WS),
+            None,
+            true,
+        )
+        .await
+        .unwrap();
         Self {
             stream,
             cursors: BTreeMap::new(),
@@ -341,7 +345,9 @@ pub struct PgCluster {
 }
 
 fn pg_bin() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("NEXUS_PG_BIN") {
+    if let Ok(dir) = std::env::var("NEXUS_PG_BIN")
+        && Path::new(&dir).join("initdb").exists()
+    {
         return Some(PathBuf::from(dir));
     }
     let from_path = Command::new("sh")
