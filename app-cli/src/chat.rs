@@ -47,6 +47,7 @@ struct JsonReply<'a> {
     finish: &'a nexus_inference::FinishReason,
     prompt_tokens: usize,
     model_load_ms: f64,
+    memories_used: Vec<UsedView<'a>>,
 }
 
 fn load(config: &NativeConfig, args: &ChatArgs) -> Result<(Nexus, f64), CliError> {
@@ -64,14 +65,69 @@ fn load(config: &NativeConfig, args: &ChatArgs) -> Result<(Nexus, f64), CliError
     settings.sampling.seed = args.seed;
     app.set_chat_settings(settings);
     let t = Instant::now();
-    app.set_language_model(Box::new(native::load_chat_model(config)?));
-    // The user's messages are scored and journalled when the text emotion model is available;
-    // chat works without it.
+    // The embedding model (long-term memory) loads beside the chat model.
+    let (llm, embedder) = std::thread::scope(|s| {
+        let embedder = s.spawn(|| native::load_embedder(config));
+        let llm = native::load_chat_model(config);
+        (llm, embedder.join())
+    });
+    app.set_language_model(Box::new(llm?));
+    match embedder {
+        Ok(Ok(e)) => app.set_embedder(Box::new(e)),
+        // Chat still works without memory; say so once.
+        Ok(Err(e)) => eprintln!("(long-term memory is off: {e})"),
+        Err(_) => eprintln!("(long-term memory is off: the embedding model failed to load)"),
+    }
+    // The user's messages are scored and journalled when the text emotion model is available
+    // (tone guidance, the emotion journal); chat works without it.
     match native::load_text_emotion(config) {
         Ok(model) => app.set_text_emotion(model),
         Err(e) => tracing::warn!("text emotion is off: {e}"),
     }
     Ok((app, t.elapsed().as_secs_f64() * 1e3))
+}
+
+#[derive(Serialize)]
+struct UsedView<'a> {
+    id: String,
+    text: &'a str,
+    kind: &'static str,
+    relevance: f32,
+    score: f32,
+}
+
+fn used_views(reply: &nexus_app::Reply) -> Vec<UsedView<'_>> {
+    reply
+        .memories_used
+        .iter()
+        .map(|r| UsedView {
+            id: r.memory.id.to_string(),
+            text: &r.memory.text,
+            kind: r.memory.kind.as_str(),
+            relevance: r.relevance,
+            score: r.score,
+        })
+        .collect()
+}
+
+fn print_why(app: &Nexus, conversation: &Conversation) -> Result<(), CliError> {
+    let Some(last) = app.last_reply(conversation.id)? else {
+        println!("No reply yet.");
+        return Ok(());
+    };
+    let why = app.why(&last)?;
+    if why.memories.is_empty() {
+        println!("No memories informed the last reply.");
+        return Ok(());
+    }
+    println!("The last reply was informed by:");
+    for (id, m) in &why.memories {
+        match m {
+            Some(m) => println!("  {}", crate::memory::line(m)),
+            None => println!("  {id} (forgotten since)"),
+        }
+    }
+    Ok(())
 }
 
 pub fn run(config: &NativeConfig, args: ChatArgs, started: Instant) -> Result<(), CliError> {
@@ -128,6 +184,7 @@ fn one_shot(
             finish: &g.finish,
             prompt_tokens: g.prompt_tokens,
             model_load_ms,
+            memories_used: used_views(&reply),
         };
         serde_json::to_writer(&mut out, &body).map_err(std::io::Error::other)?;
     }
@@ -142,6 +199,8 @@ Commands:
   /companions        list your companions
   /new               start a new conversation
   /history           show this conversation
+  /why               which memories informed the last reply
+  /memories          what the companion remembers about you
   /quit              leave (Ctrl-D works too)
 While the companion is answering, Ctrl-C stops the answer.";
 
@@ -166,6 +225,8 @@ fn interactive(config: &NativeConfig, args: &ChatArgs) -> Result<(), CliError> {
     let tty = std::io::stdin().is_terminal();
     let (mut app, _) = load(config, args)?;
     let (mut companion, mut conversation) = pick(&app, args.companion.as_deref(), args.new)?;
+    // Sync in the background while chatting (if enabled); stops when the chat ends.
+    let _sync = crate::sync::Background::start(&config.data_dir);
 
     // Ctrl-C cancels the answer in progress; at the prompt it leaves.
     let current: Arc<Mutex<Option<CancelToken>>> = Arc::new(Mutex::new(None));
@@ -208,6 +269,19 @@ fn interactive(config: &NativeConfig, args: &ChatArgs) -> Result<(), CliError> {
                     print_history(&app, &companion, &conversation, 1)?;
                 }
                 "history" => print_history(&app, &companion, &conversation, 50)?,
+                "why" => print_why(&app, &conversation)?,
+                "memories" => {
+                    let all = app.memories(&companion, false)?;
+                    if all.is_empty() {
+                        println!(
+                            "{} doesn't remember anything about you yet.",
+                            companion.name
+                        );
+                    }
+                    for m in &all {
+                        println!("  {}", crate::memory::line(m));
+                    }
+                }
                 "companions" => {
                     for c in app.companions()? {
                         println!(

@@ -56,6 +56,34 @@ pub enum CompanionCmd {
         /// Name or id.
         name: String,
     },
+    /// Stop a personality trait from evolving (openness, conscientiousness, extraversion,
+    /// agreeableness, neuroticism).
+    Lock {
+        /// Name or id.
+        name: String,
+        /// The trait.
+        #[arg(name = "TRAIT")]
+        trait_name: String,
+    },
+    /// Let a locked trait evolve again.
+    Unlock {
+        /// Name or id.
+        name: String,
+        /// The trait.
+        #[arg(name = "TRAIT")]
+        trait_name: String,
+    },
+    /// How the companion's personality and your relationship changed, and why.
+    Evolution {
+        /// Name or id.
+        name: String,
+        /// Show at most this many of the latest changes.
+        #[arg(long, short = 'n', default_value_t = 30)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -113,9 +141,29 @@ struct CompanionView<'a> {
     created_at: i64,
     updated_at: i64,
     conversations: usize,
+    persona: PersonaView,
+}
+
+#[derive(Serialize)]
+struct PersonaView {
+    traits: std::collections::BTreeMap<String, f32>,
+    locked: Vec<String>,
+    familiarity: f32,
+    trust: f32,
+    exchanges: u64,
+}
+
+#[derive(Serialize)]
+struct ChangeView<'a> {
+    field: &'a str,
+    old: f32,
+    new: f32,
+    reason: &'a str,
+    at: i64,
 }
 
 fn view<'a>(app: &nexus_app::Nexus, c: &'a Companion) -> Result<CompanionView<'a>, CliError> {
+    let p = app.persona_state(c)?;
     Ok(CompanionView {
         id: c.id.to_string(),
         name: &c.name,
@@ -126,7 +174,20 @@ fn view<'a>(app: &nexus_app::Nexus, c: &'a Companion) -> Result<CompanionView<'a
         created_at: c.created_at.0,
         updated_at: c.updated_at.0,
         conversations: app.store().list_conversations(c.id)?.len(),
+        persona: PersonaView {
+            traits: p.traits,
+            locked: p.locked.into_iter().collect(),
+            familiarity: p.familiarity,
+            trust: p.trust,
+            exchanges: p.exchanges,
+        },
     })
+}
+
+/// A score in [0, 1] as a 10-cell bar.
+fn bar(v: f32) -> String {
+    let n = (v.clamp(0.0, 1.0) * 10.0).round() as usize;
+    format!("{}{}", "█".repeat(n), "·".repeat(10 - n))
 }
 
 fn print_json(value: &impl Serialize) -> Result<(), CliError> {
@@ -195,6 +256,71 @@ pub fn companion(config: &NativeConfig, cmd: CompanionCmd) -> Result<(), CliErro
                 "Conversations:  {}",
                 app.store().list_conversations(c.id)?.len()
             );
+            let p = app.persona_state(&c)?;
+            println!(
+                "Personality (evolves slowly as you talk; `nexus companion lock` stops a trait):"
+            );
+            for name in nexus_app::PERSONA_TRAITS {
+                let v = p.traits.get(name).copied().unwrap_or(0.5);
+                println!(
+                    "  {name:<18} {} {v:.2}{}",
+                    bar(v),
+                    if p.locked.contains(name) {
+                        "  (locked)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            println!("Relationship:");
+            println!(
+                "  {:<18} {} {:.2}",
+                "familiarity",
+                bar(p.familiarity),
+                p.familiarity
+            );
+            println!("  {:<18} {} {:.2}", "trust", bar(p.trust), p.trust);
+            println!("  {:<18} {}", "exchanges", p.exchanges);
+        }
+        CompanionCmd::Lock { name, trait_name } => {
+            let c = app.find_companion(&name)?;
+            app.lock_trait(&c, &trait_name, true)?;
+            println!(
+                "{}'s {} is locked: it will not change.",
+                c.name,
+                trait_name.to_lowercase()
+            );
+        }
+        CompanionCmd::Unlock { name, trait_name } => {
+            let c = app.find_companion(&name)?;
+            app.lock_trait(&c, &trait_name, false)?;
+            println!("{}'s {} evolves again.", c.name, trait_name.to_lowercase());
+        }
+        CompanionCmd::Evolution { name, limit, json } => {
+            let c = app.find_companion(&name)?;
+            let changes = app.persona_history(&c, Some(limit))?;
+            if json {
+                let views: Vec<_> = changes
+                    .iter()
+                    .map(|ch| ChangeView {
+                        field: &ch.field,
+                        old: ch.old,
+                        new: ch.new,
+                        reason: &ch.reason,
+                        at: ch.at.0,
+                    })
+                    .collect();
+                return print_json(&views);
+            }
+            if changes.is_empty() {
+                println!("{} has not changed yet.", c.name);
+            }
+            for ch in &changes {
+                println!(
+                    "[{}] {:<18} {:.3} -> {:.3}  {}",
+                    ch.at, ch.field, ch.old, ch.new, ch.reason
+                );
+            }
         }
         CompanionCmd::Edit {
             name,

@@ -28,6 +28,9 @@ pub enum CliError {
     /// Terminal I/O.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
+    /// Sync failed (network, server, damaged sync state).
+    #[error("sync: {0}")]
+    Sync(String),
 }
 
 impl From<nexus_models::ModelsError> for CliError {
@@ -47,7 +50,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => code::USAGE,
-            CliError::App(AppError::UnknownCompanion { .. }) => code::NOT_FOUND,
+            CliError::App(AppError::UnknownCompanion { .. } | AppError::UnknownMemory(_)) => {
+                code::NOT_FOUND
+            }
+            CliError::App(AppError::Invalid(_)) => code::USAGE,
             CliError::App(AppError::Store(StoreError::NotFound { .. })) => code::NOT_FOUND,
             CliError::App(AppError::Store(StoreError::Invalid(_) | StoreError::Conflict(_))) => {
                 code::USAGE
@@ -57,9 +63,13 @@ impl CliError {
             CliError::App(AppError::Card(_)) => code::USAGE,
             CliError::App(AppError::Store(_)) => code::DATA,
             CliError::App(
-                AppError::Models(_) | AppError::Model(_) | AppError::NoModel | AppError::Emotion(_),
+                AppError::Models(_)
+                | AppError::Model(_)
+                | AppError::NoModel
+                | AppError::NoEmbedder
+                | AppError::Emotion(_),
             ) => code::MODEL,
-            CliError::Io(_) => code::FAILURE,
+            CliError::Io(_) | CliError::Sync(_) => code::FAILURE,
         }
     }
 
@@ -78,6 +88,9 @@ impl CliError {
             ),
             CliError::App(AppError::UnknownCompanion { .. }) => {
                 Some("`nexus companion list` shows your companions".into())
+            }
+            CliError::App(AppError::UnknownMemory(_)) => {
+                Some("`nexus memory list --all` shows the memories and their ids".into())
             }
             CliError::App(AppError::Card(nexus_app::CardError::NameTaken(_))) => Some(
                 "import it under another name: `nexus card import FILE --name NEW`".into(),

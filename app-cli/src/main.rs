@@ -7,6 +7,9 @@ mod chat;
 mod commands;
 mod emotion;
 mod error;
+mod memory;
+mod privacy;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +58,15 @@ enum Command {
     /// Import and export character cards (PNG, JSON, CHARX).
     #[command(subcommand)]
     Card(cards::CardCmd),
+    /// See, search, edit, pin and forget what your companion remembers about you.
+    #[command(subcommand)]
+    Memory(memory::MemoryCmd),
+    /// Write everything you own (companions, conversations, memories, settings) to a JSON archive.
+    Export(privacy::ExportArgs),
+    /// Restore an archive written by `nexus export`.
+    ImportArchive(privacy::ImportArgs),
+    /// Delete everything you own, for good.
+    ForgetMe(privacy::ForgetMeArgs),
     /// Fetch, verify and list the model files.
     #[command(subcommand)]
     Models(commands::ModelsCmd),
@@ -63,6 +75,15 @@ enum Command {
     Emotion(emotion::EmotionCmd),
     /// Your emotion journal: today, or the last 7 days with --week.
     Journal(emotion::JournalArgs),
+    /// Sync your companions between devices (end-to-end encrypted).
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
+    /// Pair another device with this one, or join another device's space.
+    #[command(subcommand)]
+    Device(sync::DeviceCmd),
+    /// A wearable's role: push samples into the journal through sync.
+    #[command(subcommand)]
+    Wearable(sync::WearableCmd),
 }
 
 fn main() -> ExitCode {
@@ -95,9 +116,16 @@ fn main() -> ExitCode {
         Command::Companion(cmd) => commands::companion(&config, cmd),
         Command::History(args) => commands::history(&config, args),
         Command::Card(cmd) => cards::card(&config, cmd),
+        Command::Memory(cmd) => memory::run(&config, cmd),
+        Command::Export(args) => privacy::export(&config, args),
+        Command::ImportArchive(args) => privacy::import(&config, args),
+        Command::ForgetMe(args) => privacy::forget_me(&config, args),
         Command::Models(cmd) => commands::models(&config, cmd),
         Command::Emotion(cmd) => emotion::emotion(&config, cmd),
         Command::Journal(args) => emotion::journal(&config, args),
+        Command::Sync(cmd) => sync::sync(&config, cmd),
+        Command::Device(cmd) => sync::device(&config, cmd),
+        Command::Wearable(cmd) => sync::wearable(&config, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,7 @@ const WASM_CRATES: &[&str] = &[
     "nexus-companion",
     "nexus-app",
     "nexus-emotion",
+    "nexus-sync",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 

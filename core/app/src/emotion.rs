@@ -4,7 +4,7 @@
 //! On every [`Nexus::send`](crate::Nexus::send): the user's text is scored by the text emotion
 //! model (when one is loaded, [`Nexus::set_text_emotion`]), fused with the recent readings of the
 //! journal (heart rate, face, voice recorded by shells), the companion's mood responds, and the
-//! tone guidance ([`nexus_companion::mood::tone_guidance`]) is added to the system prompt. Once
+//! tone guidance ([`nexus_companion::mood::tone_guidance`]) is added to the prompt (a system note right before the user's message). Once
 //! the exchange is stored, the text reading (linked to the user's message) and the fused state
 //! are added to the journal and the mood is saved. Emotion never makes a send fail: problems are
 //! logged and the reply goes on without guidance.
@@ -1055,14 +1055,21 @@ mod tests {
         app.send(conv.id, "hi again", None, &mut |_| Flow::Continue)
             .expect("send");
         let requests = fake.lock().expect("lock").recorded();
-        let system = |i: usize| requests[i].messages[0].content.clone();
-        assert!(!system(0).contains("The user seems"), "{}", system(0));
+        let prompt = |i: usize| {
+            requests[i]
+                .messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(!prompt(0).contains("The user seems"), "{}", prompt(0));
         assert!(
-            system(1).contains("The user seems anxious"),
+            prompt(1).contains("The user seems anxious"),
             "{}",
-            system(1)
+            prompt(1)
         );
-        assert!(system(1).contains("No jokes"), "{}", system(1));
+        assert!(prompt(1).contains("No jokes"), "{}", prompt(1));
     }
 
     #[test]

@@ -9,21 +9,29 @@
 
 pub mod archive;
 pub mod emotion;
+mod memory;
 #[cfg(feature = "native")]
 pub mod native;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use nexus_common::{Clock, ConversationId};
+pub use memory::Why;
+use nexus_common::{Clock, CompanionId, ConversationId};
 use nexus_companion::cards;
 pub use nexus_companion::cards::{
     CardError, CardFormat, CardSpec, ImportSummary, MAX_CARD_BYTES, too_large_file,
 };
+use nexus_companion::engine::MemoryAccess;
+pub use nexus_companion::evolve::TRAITS as PERSONA_TRAITS;
+pub use nexus_companion::memory::{MemorySettings, MemorySnapshot, Recalled};
 use nexus_companion::persona;
 pub use nexus_companion::{ChatSettings, CompanionDraft, CompanionPatch, Reply};
 use nexus_companion::{CompanionError, ConversationEngine};
-pub use nexus_inference::{CancelToken, Flow, LanguageModel};
-pub use nexus_store::{Companion, Conversation, Message, Role, Store, StoreError};
+pub use nexus_inference::{CancelToken, Embedder, Flow, LanguageModel};
+pub use nexus_store::{
+    Companion, Conversation, MemoryItem, MemoryKind, Message, PersonaChange, PersonaState, Role,
+    Store, StoreError,
+};
 
 /// Setting key of the companion the user talks to by default.
 pub const ACTIVE_COMPANION: &str = "active_companion";
@@ -42,6 +50,15 @@ pub enum AppError {
     /// No language model is loaded.
     #[error("no language model is loaded")]
     NoModel,
+    /// No embedding model is loaded (needed to search and forget by meaning).
+    #[error("no embedding model is loaded")]
+    NoEmbedder,
+    /// No memory with this id.
+    #[error("no memory with id {0:?}")]
+    UnknownMemory(String),
+    /// The request is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -100,6 +117,10 @@ pub struct Nexus {
     settings: ChatSettings,
     llm: Option<Box<dyn LanguageModel>>,
     emotion: emotion::EmotionState,
+    embedder: Option<Box<dyn Embedder>>,
+    memory_settings: MemorySettings,
+    /// The memory index of the companion talked to last.
+    memory_cache: Mutex<Option<(CompanionId, MemorySnapshot)>>,
 }
 
 impl std::fmt::Debug for Nexus {
@@ -107,6 +128,7 @@ impl std::fmt::Debug for Nexus {
         f.debug_struct("Nexus")
             .field("settings", &self.settings)
             .field("llm", &self.llm.is_some())
+            .field("embedder", &self.embedder.is_some())
             .finish()
     }
 }
@@ -120,6 +142,9 @@ impl Nexus {
             settings: ChatSettings::default(),
             llm: None,
             emotion: emotion::EmotionState::default(),
+            embedder: None,
+            memory_settings: MemorySettings::default(),
+            memory_cache: Mutex::new(None),
         }
     }
 
@@ -146,6 +171,28 @@ impl Nexus {
     /// Whether a language model is installed.
     pub fn has_language_model(&self) -> bool {
         self.llm.is_some()
+    }
+
+    /// Installs the embedding model: from now on replies recall long-term memories and learn
+    /// new ones, and memories can be searched and forgotten by meaning.
+    pub fn set_embedder(&mut self, embedder: Box<dyn Embedder>) {
+        self.embedder = Some(embedder);
+        self.invalidate_memories();
+    }
+
+    /// Whether an embedding model is installed.
+    pub fn has_embedder(&self) -> bool {
+        self.embedder.is_some()
+    }
+
+    /// Tuning of memory learning and recall.
+    pub fn memory_settings(&self) -> &MemorySettings {
+        &self.memory_settings
+    }
+
+    /// Replaces the memory settings.
+    pub fn set_memory_settings(&mut self, settings: MemorySettings) {
+        self.memory_settings = settings;
     }
 
     fn engine(&self) -> ConversationEngine<'_> {
@@ -283,7 +330,9 @@ impl Nexus {
         Ok(self.store.messages(conversation, limit)?)
     }
 
-    /// Sends the user's message and streams the companion's reply; both are stored.
+    /// Sends the user's message and streams the companion's reply; both are stored. With an
+    /// embedder, relevant memories go into the prompt (see [`Reply::memories_used`] and
+    /// [`Nexus::why`]) and new facts are learned; the persona evolves.
     pub fn send(
         &mut self,
         conversation: ConversationId,
@@ -294,12 +343,24 @@ impl Nexus {
         if self.llm.is_none() {
             return Err(AppError::NoModel);
         }
+        let companion = self.store.conversation(conversation)?.companion_id;
+        let snapshot = self.snapshot(companion)?;
         let emotion = self.prepare_emotion(conversation, text); // tone guidance (emotion.rs)
-        let engine = ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone())
+        let mut engine = ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone())
             .with_guidance(emotion.guidance());
+        if let (Some(embedder), Some(snapshot)) = (self.embedder.as_deref(), snapshot.as_ref()) {
+            engine = engine.with_memory(MemoryAccess {
+                embedder,
+                snapshot,
+                settings: &self.memory_settings,
+            });
+        }
         let llm = self.llm.as_deref_mut().ok_or(AppError::NoModel)?;
         let reply = engine.reply(llm, conversation, text, cancel, on_text)?;
         self.finish_emotion(emotion, &reply); // journal + mood (emotion.rs)
+        if !reply.learned.added.is_empty() {
+            self.invalidate_memories();
+        }
         Ok(reply)
     }
 }

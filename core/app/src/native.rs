@@ -96,6 +96,34 @@ pub fn open_store(data_dir: &Path) -> Result<SqliteStore> {
     Ok(SqliteStore::open(&data_dir.join(DATABASE_FILE))?)
 }
 
+/// Deletes everything the user owns in `data_dir`: the store is wiped first (freed pages and
+/// the WAL overwritten, see `Store::wipe`), then its files are removed, and the directory too
+/// when nothing else is in it. Files that are not Nexus's are left alone.
+pub fn forget_everything(data_dir: &Path) -> Result<()> {
+    let db = data_dir.join(DATABASE_FILE);
+    if db.exists() {
+        let store = SqliteStore::open(&db)?;
+        Nexus::new(Arc::new(store), Arc::new(SystemClock)).forget_everything()?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let path = data_dir.join(format!("{DATABASE_FILE}{suffix}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(nexus_store::StoreError::Backend(format!(
+                    "cannot delete {}: {e}",
+                    path.display()
+                ))
+                .into());
+            }
+        }
+    }
+    // Only succeeds when the directory is empty.
+    let _ = std::fs::remove_dir(data_dir);
+    Ok(())
+}
+
 /// The core over the on-disk store, without a model yet.
 pub fn open(config: &NativeConfig) -> Result<Nexus> {
     let store = open_store(&config.data_dir)?;

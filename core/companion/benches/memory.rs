@@ -4,11 +4,15 @@
 //! size of all-MiniLM-L6-v2 embeddings) and times `MemorySnapshot::recall_embedded` (int8 scan,
 //! exact re-scoring, recency/importance scoring, token budget) for 1,000 queries on one thread.
 //! Embedding the query is not included (see the Embeddings section of docs/BENCHMARKS.md).
+//!
+//! With `NEXUS_PY_REFERENCE=/path/to/python` (a venv with numpy and faiss-cpu), the same search
+//! runs through `benches/recall_reference.py` (numpy brute force, FAISS exact and HNSW, one
+//! thread) in the same run, for comparison.
 
 use std::time::Instant;
 
 use nexus_common::{CompanionId, MemoryId, Timestamp};
-use nexus_companion::memory::{MemorySettings, MemorySnapshot};
+use nexus_companion::memory::{MemorySettings, MemorySnapshot, keywords_of};
 use nexus_store::{MemoryItem, MemoryKind};
 
 struct Rng(u64);
@@ -33,9 +37,10 @@ fn main() {
     let companion = CompanionId::new();
     let settings = MemorySettings::default();
     let count = |s: &str| s.split_whitespace().count() + 1;
-    println!("| memories | build ms | recall p50 ms | p95 ms | p99 ms |");
-    println!("|---:|---:|---:|---:|---:|");
-    for n in [1_000usize, 10_000, 100_000] {
+    println!("| memories | search | build ms | recall p50 ms | p95 ms | p99 ms |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let sizes = [1_000usize, 10_000, 100_000];
+    for n in sizes {
         let mut rng = Rng(42);
         let items: Vec<MemoryItem> = (0..n)
             .map(|i| MemoryItem {
@@ -58,12 +63,14 @@ fn main() {
         let snapshot = MemorySnapshot::new(items, dim);
         let build_ms = t.elapsed().as_secs_f64() * 1e3;
         let queries: Vec<Vec<f32>> = (0..1000).map(|_| rng.unit(dim)).collect();
+        // The real path also matches the query's content words against the shortlist.
+        let keywords = keywords_of("Should I take my dog to the beach this weekend?");
         let now = Timestamp(1_700_000_000_000 + n as i64 * 60_000);
         let mut times: Vec<f64> = queries
             .iter()
             .map(|q| {
                 let t = Instant::now();
-                let r = snapshot.recall_embedded(q, now, &settings, &count);
+                let r = snapshot.recall_embedded(q, &keywords, now, &settings, &count);
                 std::hint::black_box(r);
                 t.elapsed().as_secs_f64() * 1e3
             })
@@ -71,10 +78,21 @@ fn main() {
         times.sort_by(f64::total_cmp);
         let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
         println!(
-            "| {n} | {build_ms:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {n} | Nexus (int8 scan + f32 re-score + scoring) | {build_ms:.0} | {:.2} | {:.2} | {:.2} |",
             pct(0.5),
             pct(0.95),
             pct(0.99)
         );
+    }
+    if let Ok(python) = std::env::var("NEXUS_PY_REFERENCE") {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/recall_reference.py");
+        let status = std::process::Command::new(python)
+            .arg(script)
+            .args(sizes.iter().map(usize::to_string))
+            .env("OMP_NUM_THREADS", "1")
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("the Python reference failed: {status:?}");
+        }
     }
 }

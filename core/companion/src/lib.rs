@@ -14,6 +14,7 @@ pub mod memory;
 pub mod mood;
 pub mod persona;
 pub mod prompt;
+pub mod summary;
 
 pub use engine::{ChatSettings, ConversationEngine, Reply};
 pub use persona::{CompanionDraft, CompanionPatch};

@@ -15,7 +15,7 @@
 //!    ([`FusedStatus::LowConfidence`], [`FusedStatus::NoSignal`]) leave it unchanged.
 //!
 //! # Tone guidance
-//! [`tone_guidance`] turns the user's state and the mood into lines for the system prompt: what
+//! [`tone_guidance`] turns the user's state and the mood into lines for the prompt: what
 //! the user seems to feel, with the confidence, and how to answer (for an anxious user: calm,
 //! gentle, short sentences, no jokes). Nothing when the state is not confident or is neutral
 //! and unremarkable: guidance from a guess would do more harm than good.
@@ -199,7 +199,7 @@ fn reading_and_advice(user: &FusedState) -> Option<(String, &'static str)> {
     Some((feeling.to_owned(), advice))
 }
 
-/// Lines for the system prompt from the user's state and the companion's mood; empty when the
+/// Prompt lines (a system note before the user's message) from the user's state and the companion's mood; empty when the
 /// state is not confident or is neutral (module docs).
 pub fn tone_guidance(user: &FusedState, mood: &Mood) -> Vec<String> {
     if user.status != FusedStatus::Confident {

@@ -672,6 +672,55 @@ impl Store for SqliteStore {
     fn wipe(&self) -> Result<()> {
         wipe::wipe(&mut self.lock())
     }
+
+    fn put_memories(&self, memories: &[MemoryItem]) -> Result<()> {
+        for memory in memories {
+            memory.validate()?;
+        }
+        if memories.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| memories::put(tx, memories))
+    }
+
+    fn sync_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.read(|tx| {
+            tx.prepare_cached("SELECT value FROM sync_state WHERE key = ?1")
+                .and_then(|mut stmt| stmt.query_row([key], |row| row.get(0)).optional())
+                .db()
+        })
+    }
+
+    fn set_sync_values(&self, values: &[(String, Option<Vec<u8>>)]) -> Result<()> {
+        self.write(|tx| {
+            for (key, value) in values {
+                match value {
+                    Some(value) => tx
+                        .prepare_cached(
+                            "INSERT INTO sync_state (key, value) VALUES (?1, ?2)
+                             ON CONFLICT (key) DO UPDATE SET value = ?2",
+                        )
+                        .and_then(|mut stmt| stmt.execute(params![key, value])),
+                    None => tx
+                        .prepare_cached("DELETE FROM sync_state WHERE key = ?1")
+                        .and_then(|mut stmt| stmt.execute([key])),
+                }
+                .db()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn sync_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        self.read(|tx| {
+            // substr instead of LIKE: no wildcards to escape, byte-exact.
+            tx.prepare_cached(
+                "SELECT key FROM sync_state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )
+            .and_then(|mut stmt| stmt.query_map([prefix], |row| row.get(0))?.collect())
+            .db()
+        })
+    }
 }
 
 #[cfg(test)]

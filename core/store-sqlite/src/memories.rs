@@ -142,6 +142,69 @@ pub(crate) fn supersede(conn: &Connection, old: MemoryId, new: &MemoryItem) -> R
     Ok(())
 }
 
+/// Upserts replicated memories with every field (see `Store::put_memories`).
+pub(crate) fn put(conn: &Connection, memories: &[MemoryItem]) -> Result<()> {
+    // First the rows without their links, so a memory may name one later in the batch; then the
+    // links, each checked against the rows as they are now.
+    for m in memories {
+        check_companion(conn, m.companion_id)?;
+        let owner: Option<CompanionId> = conn
+            .prepare_cached("SELECT companion_id FROM memories WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([m.id.to_string()], |row| id_at(row, 0))
+                    .optional()
+            })
+            .db()?;
+        if owner.is_some_and(|owner| owner != m.companion_id) {
+            return Err(StoreError::other_companion(m.id));
+        }
+        let sources = to_json(&m.source_message_ids)?;
+        conn.prepare_cached(
+            "INSERT INTO memories (id, companion_id, text, kind, subject, importance, pinned,
+                 embedding, source_message_ids, created_at, updated_at, last_used_at, superseded_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)
+             ON CONFLICT (id) DO UPDATE SET text = ?3, kind = ?4, subject = ?5, importance = ?6,
+                 pinned = ?7, embedding = ?8, source_message_ids = ?9, created_at = ?10,
+                 updated_at = ?11, last_used_at = ?12, superseded_by = NULL",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                m.id.to_string(),
+                m.companion_id.to_string(),
+                m.text,
+                m.kind.as_str(),
+                m.subject,
+                f64::from(m.importance),
+                m.pinned,
+                embedding_bytes(&m.embedding),
+                sources,
+                m.created_at.0,
+                m.updated_at.0,
+                m.last_used_at.map(|t| t.0),
+            ])
+        })
+        .db()?;
+    }
+    for m in memories {
+        let Some(next) = m.superseded_by else {
+            continue;
+        };
+        if next == m.id {
+            return Err(StoreError::Invalid(format!(
+                "memory {next} cannot supersede itself"
+            )));
+        }
+        let (companion, _) = owner_and_successor(conn, next)?;
+        if companion != m.companion_id {
+            return Err(StoreError::other_companion(next));
+        }
+        conn.prepare_cached("UPDATE memories SET superseded_by = ?2 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute([m.id.to_string(), next.to_string()]))
+            .db()?;
+    }
+    Ok(())
+}
+
 pub(crate) fn get(conn: &Connection, id: MemoryId) -> Result<MemoryItem> {
     conn.prepare_cached(&format!(
         "SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ?1"

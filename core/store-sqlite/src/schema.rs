@@ -20,6 +20,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/001_initial.sql"),
     include_str!("../migrations/002_memory_persona.sql"),
     include_str!("../migrations/003_journal.sql"),
+    include_str!("../migrations/004_sync.sql"),
 ];
 
 /// Makes a freshly opened connection ready for use: checks that the database is a Nexus store

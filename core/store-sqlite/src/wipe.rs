@@ -18,6 +18,7 @@ const TABLES: &[&str] = &[
     "companions",
     "settings",
     "emotion_journal",
+    "sync_state",
 ];
 
 /// Deletes every row of every table, then scrubs the files.

@@ -91,6 +91,9 @@ macro_rules! conformance_tests {
             journal_entries_round_trip_in_chronological_order,
             journal_entries_check_their_rules_and_writes_are_all_or_nothing,
             journal_links_are_kept_after_their_conversation_is_deleted,
+            put_memories_writes_every_field_and_links_within_the_batch,
+            put_memories_checks_its_rules_and_writes_nothing_on_failure,
+            sync_values_set_delete_list_and_are_wiped,
         );
     };
     (@tests $make:expr; $($test:ident),+ $(,)?) => {
@@ -2444,4 +2447,145 @@ pub fn journal_links_are_kept_after_their_conversation_is_deleted(store: &dyn St
     store.add_journal_entries(&[entry.clone()]).expect("add");
     store.delete_companion(mira.id).expect("delete");
     assert_eq!(whole_journal(store), vec![entry]);
+}
+
+// --- replication (nexus-sync) ---
+
+/// `put_memories` inserts new memories and replaces existing ones with every field as given,
+/// including the fields the store otherwise manages; links may point forward in the batch.
+pub fn put_memories_writes_every_field_and_links_within_the_batch(store: &dyn Store) {
+    let mira = add_companion(store, "Mira", 1_000);
+    let existing = add_memory(store, mira.id, "The user likes tea.", 2_000);
+    let newer = MemoryItem {
+        text: "The user likes green tea.".to_owned(),
+        ..new_memory(mira.id, "x", 3_000)
+    };
+    let old = MemoryItem {
+        created_at: Timestamp(1_500),
+        updated_at: Timestamp(3_000),
+        last_used_at: Some(Timestamp(2_500)),
+        superseded_by: Some(newer.id),
+        pinned: true,
+        ..existing.clone()
+    };
+    store
+        .put_memories(&[old.clone(), newer.clone()])
+        .expect("put");
+    assert_eq!(get_memory(store, old.id), old);
+    assert_eq!(get_memory(store, newer.id), newer);
+    assert_eq!(memories(store, mira.id, false), vec![newer.clone()]);
+    assert_eq!(
+        memories(store, mira.id, true),
+        vec![old.clone(), newer.clone()]
+    );
+
+    // Putting again is idempotent; unlinking brings the old version back as current.
+    store
+        .put_memories(std::slice::from_ref(&old))
+        .expect("again");
+    assert_eq!(get_memory(store, old.id), old);
+    let unlinked = MemoryItem {
+        superseded_by: None,
+        ..old
+    };
+    store
+        .put_memories(std::slice::from_ref(&unlinked))
+        .expect("unlink");
+    assert_eq!(memories(store, mira.id, false), vec![unlinked, newer]);
+    store.put_memories(&[]).expect("nothing to put");
+}
+
+/// A missing companion or link target, a move to another companion, a link to another
+/// companion's memory or to itself, or an invalid memory: nothing of the batch is written.
+pub fn put_memories_checks_its_rules_and_writes_nothing_on_failure(store: &dyn Store) {
+    let mira = add_companion(store, "Mira", 1_000);
+    let nova = add_companion(store, "Nova", 1_000);
+    let minas = add_memory(store, mira.id, "The user likes tea.", 2_000);
+    let novas = add_memory(store, nova.id, "The user plays chess.", 2_000);
+    let fresh = new_memory(mira.id, "The user has a cat.", 3_000);
+    let before = (
+        memories(store, mira.id, true),
+        memories(store, nova.id, true),
+    );
+
+    let ghost = new_memory(
+        id("00000000-0000-7000-8000-000000000009"),
+        "no companion",
+        1,
+    );
+    assert_not_found(store.put_memories(&[fresh.clone(), ghost]), "companion");
+    let dangling = MemoryItem {
+        superseded_by: Some(memory_id("00000000-0000-7000-8000-00000000000a")),
+        ..minas.clone()
+    };
+    assert_not_found(store.put_memories(&[fresh.clone(), dangling]), "memory");
+    let moved = MemoryItem {
+        companion_id: nova.id,
+        ..minas.clone()
+    };
+    assert_invalid(store.put_memories(&[fresh.clone(), moved]));
+    let crossed = MemoryItem {
+        superseded_by: Some(novas.id),
+        ..minas.clone()
+    };
+    assert_invalid(store.put_memories(&[fresh.clone(), crossed]));
+    let itself = MemoryItem {
+        superseded_by: Some(minas.id),
+        ..minas.clone()
+    };
+    assert_invalid(store.put_memories(&[fresh.clone(), itself]));
+    let blank = MemoryItem {
+        text: " ".to_owned(),
+        ..minas.clone()
+    };
+    assert_invalid(store.put_memories(&[fresh.clone(), blank]));
+
+    assert_not_found(store.memory(fresh.id), "memory");
+    assert_eq!(
+        (
+            memories(store, mira.id, true),
+            memories(store, nova.id, true)
+        ),
+        before
+    );
+}
+
+/// Sync state values are set, replaced and deleted in batches, listed by prefix in byte order,
+/// and deleted by wipe.
+pub fn sync_values_set_delete_list_and_are_wiped(store: &dyn Store) {
+    assert_eq!(store.sync_value("config").expect("get"), None);
+    assert!(store.sync_keys("").expect("keys").is_empty());
+    let set = |key: &str, value: &[u8]| (key.to_owned(), Some(value.to_vec()));
+    store
+        .set_sync_values(&[
+            set("doc/b", b"two"),
+            set("doc/a", &[0, 255, 1]),
+            set("config", b"{}"),
+            set("docs", b"not a doc"),
+        ])
+        .expect("set");
+    assert_eq!(
+        store.sync_value("doc/a").expect("get"),
+        Some(vec![0, 255, 1])
+    );
+    assert_eq!(
+        store.sync_keys("doc/").expect("keys"),
+        vec!["doc/a".to_owned(), "doc/b".to_owned()]
+    );
+    assert_eq!(store.sync_keys("").expect("keys").len(), 4);
+    assert!(store.sync_keys("%").expect("no wildcards").is_empty());
+    store
+        .set_sync_values(&[set("doc/a", b"new"), ("doc/b".to_owned(), None)])
+        .expect("replace and delete");
+    assert_eq!(
+        store.sync_value("doc/a").expect("get"),
+        Some(b"new".to_vec())
+    );
+    assert_eq!(store.sync_value("doc/b").expect("get"), None);
+    store
+        .set_sync_values(&[("missing".to_owned(), None)])
+        .expect("deleting a missing key is fine");
+
+    store.wipe().expect("wipe");
+    assert!(store.sync_keys("").expect("keys").is_empty());
 }

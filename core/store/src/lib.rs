@@ -257,4 +257,25 @@ pub trait Store: Send + Sync {
     /// settings and the whole emotion journal. The store stays usable. A persistent store must leave no user text behind in
     /// its files (free pages, journals).
     fn wipe(&self) -> Result<()>;
+
+    // --- replication (nexus-sync) ---
+    /// Writes memories exactly as given, every field included (`created_at`, `last_used_at`,
+    /// `superseded_by`): inserts the ones whose id is new and replaces the others, atomically.
+    /// This is how replicated memories arrive from another device, whose store already applied
+    /// the rules of [`Store::supersede_memory`] and [`Store::delete_memories`].
+    ///
+    /// Each memory must pass [`MemoryItem::validate`] and its companion must exist
+    /// ([`StoreError::NotFound`]); an existing memory cannot move to another companion
+    /// ([`StoreError::Invalid`]), and after the batch every `superseded_by` must name an existing
+    /// memory ([`StoreError::NotFound`]) other than itself, of the same companion
+    /// ([`StoreError::Invalid`]). A memory may name one that comes later in the same batch. On
+    /// any failure nothing is written.
+    fn put_memories(&self, memories: &[MemoryItem]) -> Result<()>;
+    /// A value of the sync engine's local state (documents, cursors, queued changes), if set.
+    /// This state holds user data (the documents): [`Store::wipe`] deletes it too.
+    fn sync_value(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets (`Some`) or deletes (`None`) sync state values, atomically.
+    fn set_sync_values(&self, values: &[(String, Option<Vec<u8>>)]) -> Result<()>;
+    /// The keys of the sync state that start with `prefix`, sorted (byte order).
+    fn sync_keys(&self, prefix: &str) -> Result<Vec<String>>;
 }

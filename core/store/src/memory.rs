@@ -41,6 +41,8 @@ struct Inner {
     journal: Vec<JournalEntry>,
     /// The ids of `journal`.
     journal_ids: BTreeSet<JournalId>,
+    /// The sync engine's local state.
+    sync: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -568,5 +570,74 @@ impl Store for MemoryStore {
     fn wipe(&self) -> Result<()> {
         *self.lock() = Inner::default();
         Ok(())
+    }
+
+    fn put_memories(&self, memories: &[MemoryItem]) -> Result<()> {
+        for memory in memories {
+            memory.validate()?;
+        }
+        let mut inner = self.lock();
+        for memory in memories {
+            inner.check_companion_exists(memory.companion_id)?;
+            if let Some(existing) = inner.memories.get(&memory.id)
+                && existing.companion_id != memory.companion_id
+            {
+                return Err(StoreError::other_companion(memory.id));
+            }
+        }
+        // Check the links against the memories as they will be after the batch.
+        let owner = |id: MemoryId| {
+            memories
+                .iter()
+                .rev()
+                .find(|m| m.id == id)
+                .map(|m| m.companion_id)
+                .or_else(|| inner.memories.get(&id).map(|m| m.companion_id))
+        };
+        for memory in memories {
+            if let Some(next) = memory.superseded_by {
+                if next == memory.id {
+                    return Err(StoreError::Invalid(format!(
+                        "memory {next} cannot supersede itself"
+                    )));
+                }
+                match owner(next) {
+                    None => return Err(StoreError::not_found("memory", next)),
+                    Some(companion) if companion != memory.companion_id => {
+                        return Err(StoreError::other_companion(next));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for memory in memories {
+            inner.memories.insert(memory.id, memory.clone());
+        }
+        Ok(())
+    }
+
+    fn sync_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().sync.get(key).cloned())
+    }
+
+    fn set_sync_values(&self, values: &[(String, Option<Vec<u8>>)]) -> Result<()> {
+        let mut inner = self.lock();
+        for (key, value) in values {
+            match value {
+                Some(value) => inner.sync.insert(key.clone(), value.clone()),
+                None => inner.sync.remove(key),
+            };
+        }
+        Ok(())
+    }
+
+    fn sync_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .sync
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
     }
 }

@@ -156,6 +156,14 @@ fn rules() -> &'static [Rule] {
             Rule { kind: Fact, re: re(r"\b(?:my name is|i am called|i'm called|(?:please )?call me)\s+((?-i:[A-Z])[\w'-]+)"), build: |c| {
                 Some(("user.name".into(), format!("The user's name is {}.", cap(c, 1)), 0.9))
             }},
+            // "Hi, I'm Sam." (a capitalized word alone after "I'm": a name, not "I'm Tired of…")
+            Rule { kind: Fact, re: re(r"(?:^|[.!,]\s*|\bhi\s+|\bhello\s+|\bhey\s+)(?:i'm|i am) ((?-i:[A-Z])(?-i:[a-z]+)(?:-(?-i:[A-Z])(?-i:[a-z]+))?)\s*(?:[.!,;]|$)"), build: |c| {
+                let name = cap(c, 1);
+                if matches!(name, "Fine" | "Good" | "Okay" | "Ok" | "Back" | "Here" | "Home" | "Done" | "Sorry" | "Tired" | "Great" | "Well" | "Ready" | "Bored" | "Sick" | "Sad" | "Happy") {
+                    return None;
+                }
+                Some(("user.name".into(), format!("The user's name is {name}."), 0.9))
+            }},
             // "my sister is called Anna", "my dog's name is Rex"
             Rule { kind: Person, re: re(r"\bmy ({REL})(?:'s name)? (?:is called|is named|is|was called|was named|was) ((?-i:[A-Z])[\w'-]+)\b"), build: |c| {
                 let rel = relation(cap(c, 1));
@@ -224,6 +232,18 @@ fn rules() -> &'static [Rule] {
                     return Some((format!("user.has:{}", cap(c, 2).to_lowercase()), format!("The user has no {}.", cap(c, 2)), 0.6));
                 }
                 Some((format!("user.has:{}", cap(c, 2).to_lowercase()), format!("The user has {n} {}.", cap(c, 2)), 0.6))
+            }},
+            // --- activities: "I'm learning to play the cello", "I play chess" ---
+            Rule { kind: Fact, re: re(r"\bi(?:'m| am|'ve been| have been) (?:learning|studying how) ((?:to )?[\w' -]+)"), build: |c| {
+                let what = clause(cap(c, 1));
+                if is_pronoun_object(&what) || what.split_whitespace().count() > 8 {
+                    return None;
+                }
+                Some((format!("activity:{}", key(what.trim_start_matches("to "))), format!("The user is learning {}.", third_person(&what)), 0.5))
+            }},
+            Rule { kind: Fact, re: re(r"\bi (?:play|practi[cs]e) (the (?:piano|guitar|violin|viola|cello|drums|flute|bass|saxophone|trumpet|ukulele|harp|clarinet|trombone|accordion|harmonica)|chess|tennis|football|soccer|basketball|volleyball|golf|hockey|badminton|rugby|cricket|baseball|squash|table tennis|yoga|karate|judo|video games)\b"), build: |c| {
+                let what = cap(c, 1).to_lowercase();
+                Some((format!("activity:{}", key(&what)), format!("The user plays {what}."), 0.5))
             }},
             // --- preferences ---
             Rule { kind: Preference, re: re(r"\bmy favou?rite ([\w ]+?) (?:is|are) ([\w' -]+)"), build: |c| {
@@ -385,6 +405,33 @@ pub fn extract(user_text: &str) -> Vec<Candidate> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn a_name_after_i_am_is_found_but_not_moods() {
+        let names = |t: &str| -> Vec<String> {
+            extract(t)
+                .into_iter()
+                .filter(|c| c.subject == "user.name")
+                .map(|c| c.text)
+                .collect()
+        };
+        assert_eq!(
+            names("Hi! I'm Sam. How are you?"),
+            vec!["The user's name is Sam."]
+        );
+        assert_eq!(
+            names("I am Anne-Marie"),
+            vec!["The user's name is Anne-Marie."]
+        );
+        assert!(names("I'm Fine, thanks.").is_empty());
+        assert!(names("I'm tired.").is_empty());
+        assert!(names("Honestly I'm Going to the shop later").is_empty());
+    }
 }
 
 #[cfg(test)]

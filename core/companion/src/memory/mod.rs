@@ -44,6 +44,9 @@ pub struct MemorySettings {
     pub half_life_days: f32,
     /// A subject similar at least this much is "about" it when forgetting.
     pub forget_cosine: f32,
+    /// Added to a memory's relevance for each (of at most two) content words it shares with
+    /// the query.
+    pub keyword_boost: f32,
 }
 
 impl Default for MemorySettings {
@@ -58,6 +61,7 @@ impl Default for MemorySettings {
             w_importance: 0.2,
             half_life_days: 30.0,
             forget_cosine: 0.6,
+            keyword_boost: 0.1,
         }
     }
 }
@@ -136,9 +140,14 @@ impl MemorySnapshot {
     }
 
     /// Recall by an already embedded query (what [`Memories::recall`] does after embedding).
+    /// `keywords` ([`keywords`] of the query text) lift memories that name what the query
+    /// names: short facts and questions about them are often further apart in embedding space
+    /// than they should be ("Should I take my dog to the beach?" and "The user's dog is called
+    /// Biscuit." have a cosine of 0.23 with MiniLM).
     pub fn recall_embedded(
         &self,
         query: &[f32],
+        keywords: &[String],
         now: Timestamp,
         settings: &MemorySettings,
         count_tokens: &dyn Fn(&str) -> usize,
@@ -151,19 +160,26 @@ impl MemorySnapshot {
             .into_iter()
             .filter_map(|hit| {
                 let m = &self.items[hit.slot];
-                if hit.cosine < settings.min_cosine && !m.pinned {
+                let shared = if keywords.is_empty() {
+                    0
+                } else {
+                    let words = keywords_of(&m.text);
+                    keywords.iter().filter(|k| words.contains(k)).count()
+                };
+                let relevance = hit.cosine + settings.keyword_boost * shared.min(2) as f32;
+                if relevance < settings.min_cosine && !m.pinned {
                     return None;
                 }
                 let meta = self.index.meta(hit.slot)?;
                 let age = (now.0 - meta.fresh_at.0).max(0) as f64;
                 let recency = (0.5f64).powf(age / half_life_ms) as f32;
-                let score = settings.w_relevance * hit.cosine
+                let score = settings.w_relevance * relevance
                     + settings.w_recency * recency
                     + settings.w_importance * m.importance
                     + if m.pinned { 0.05 } else { 0.0 };
                 Some(Recalled {
                     memory: m.clone(),
-                    relevance: hit.cosine,
+                    relevance,
                     score,
                 })
             })
@@ -306,7 +322,13 @@ impl<'a> Memories<'a> {
             return Ok(Vec::new());
         }
         let q = self.embedder.embed(&[query])?.pop().unwrap_or_default();
-        Ok(snapshot.recall_embedded(&q, self.clock.now(), &self.settings, count_tokens))
+        Ok(snapshot.recall_embedded(
+            &q,
+            &keywords_of(query),
+            self.clock.now(),
+            &self.settings,
+            count_tokens,
+        ))
     }
 
     /// Memories matching a free-text search, best first (superseded ones excluded).
@@ -342,14 +364,10 @@ impl<'a> Memories<'a> {
     }
 
     /// Deletes every memory (superseded versions included) about `subject`: whose text names it
-    /// (every word of it, case-insensitive) or whose meaning is close to it. Returns them.
+    /// (every content word of it, see [`keywords_of`]) or whose meaning is close to it. Returns
+    /// them.
     pub fn forget_about(&self, companion: CompanionId, subject: &str) -> Result<Vec<MemoryItem>> {
-        let words: Vec<String> = subject
-            .to_lowercase()
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let words = keywords_of(subject);
         if words.is_empty() {
             return Ok(Vec::new());
         }
@@ -358,16 +376,8 @@ impl<'a> Memories<'a> {
         let doomed: Vec<MemoryItem> = all
             .into_iter()
             .filter(|m| {
-                let text: Vec<String> = m
-                    .text
-                    .to_lowercase()
-                    .split(|c: char| !c.is_alphanumeric())
-                    .map(str::to_owned)
-                    .collect();
-                let names_it = words.iter().all(|w| {
-                    text.iter()
-                        .any(|t| t == w || t.strip_suffix('s') == Some(w))
-                });
+                let text = keywords_of(&m.text);
+                let names_it = words.iter().all(|w| text.contains(w));
                 let close = m.embedding.len() == q.len()
                     && cosine(&m.embedding, &q) >= self.settings.forget_cosine;
                 names_it || close
@@ -377,6 +387,37 @@ impl<'a> Memories<'a> {
         self.store.delete_memories(&ids)?;
         Ok(doomed)
     }
+}
+
+/// Content words of a text for keyword matching: lowercase, at least three letters, not a
+/// stop word, with a plural `s` dropped.
+pub fn keywords_of(text: &str) -> Vec<String> {
+    const STOP: &[&str] = &[
+        "the", "and", "for", "are", "but", "not", "you", "your", "all", "any", "can", "had", "her",
+        "was", "one", "our", "out", "has", "have", "him", "his", "how", "its", "may", "who", "did",
+        "does", "get", "got", "let", "she", "they", "them", "their", "this", "that", "with",
+        "what", "when", "where", "which", "why", "will", "would", "should", "could", "about",
+        "from", "into", "just", "like", "more", "some", "than", "then", "there", "these", "those",
+        "very", "want", "been", "being", "were", "user", "user's", "called", "named", "take",
+        "make", "know", "think", "really", "today", "tell", "there",
+    ];
+    let mut out: Vec<String> = text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .map(|w| w.trim_matches('\''))
+        .map(|w| w.strip_suffix("'s").unwrap_or(w))
+        .filter(|w| w.chars().count() >= 3 && !STOP.contains(w))
+        .map(|w| {
+            if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
+                w[..w.len() - 1].to_owned()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Dot product of two unit vectors.

@@ -1,0 +1,399 @@
+//! `nexus sync …`, `nexus device …`, `nexus wearable …`: end-to-end encrypted sync between
+//! devices through a `nexus-sync-server`, and the background sync of `nexus chat`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use nexus_app::native::{self, NativeConfig};
+use nexus_sync::net::{self, NetError, Report};
+use nexus_sync::{PairingCode, SyncClient, SyncError};
+use serde::Serialize;
+
+use crate::error::CliError;
+
+/// How long one sync round may take.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between background rounds while chatting.
+const BACKGROUND_EVERY: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCmd {
+    /// Turn on sync with a server: creates this device's space (end-to-end encrypted).
+    Enable {
+        /// The sync server, e.g. http://127.0.0.1:8787.
+        #[arg(long)]
+        server: String,
+    },
+    /// Sync now: send this device's changes, receive the others'.
+    Now {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the sync state (no network).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn sync off on this device (your data stays).
+    Disable,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Print the pairing code (and a QR code) that lets another device join.
+    Pair {
+        /// Print exactly {"code": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the space of another device with its pairing code.
+    Join {
+        /// The code printed by `nexus device pair` (or its nexus://pair/ URI).
+        code: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WearableCmd {
+    /// Push heart-rate samples into the journal (through sync).
+    PushHr(PushHrArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushHrArgs {
+    /// One sample now, in beats per minute.
+    #[arg(long, conflicts_with = "file")]
+    bpm: Option<f64>,
+    /// A file of samples, one per line: `BPM` or `UNIX_MS BPM` (or `UNIX_MS,BPM`).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Name of the wearable.
+    #[arg(long, default_value = "wearable")]
+    source: String,
+}
+
+impl From<SyncError> for CliError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Store(e) => e.into(),
+            SyncError::Pairing(e) => CliError::Usage(e.to_string()),
+            other => CliError::Sync(other.to_string()),
+        }
+    }
+}
+
+impl From<NetError> for CliError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Sync(e) => e.into(),
+            NetError::Address(..) => CliError::Usage(e.to_string()),
+            other => CliError::Sync(other.to_string()),
+        }
+    }
+}
+
+fn open_client(store: &dyn nexus_app::Store) -> Result<SyncClient, CliError> {
+    SyncClient::open(store)?.ok_or_else(|| {
+        CliError::Usage(
+            "sync is not enabled on this device: run `nexus sync enable --server URL` on your \
+             first device, or `nexus device join CODE` with a code from `nexus device pair`"
+                .into(),
+        )
+    })
+}
+
+fn print_report(report: &Report, json: bool) -> Result<(), CliError> {
+    if json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            local_changes: usize,
+            received: usize,
+            pending: usize,
+            errors: &'a [String],
+        }
+        println!(
+            "{}",
+            serde_json::to_string(&Out {
+                local_changes: report.local_changes,
+                received: report.received,
+                pending: report.pending,
+                errors: &report.errors,
+            })
+            .expect("serializes")
+        );
+    } else {
+        println!(
+            "Synced: {} document(s) with local changes sent, {} message(s) received, {} waiting.",
+            report.local_changes, report.received, report.pending
+        );
+        for e in &report.errors {
+            eprintln!("warning: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// A sync round that keeps the changes queued when the server cannot be reached.
+fn round(client: &mut SyncClient, store: &dyn nexus_app::Store) -> Result<Report, CliError> {
+    match net::sync_once(client, store, ROUND_TIMEOUT) {
+        Ok(report) => Ok(report),
+        Err(e @ (NetError::Unreachable(..) | NetError::Timeout(_))) => {
+            Err(CliError::Sync(format!(
+                "{e}; your changes are kept on this device and sync later ({} waiting)",
+                client.pending()
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
+    let store = native::open_store(&config.data_dir)?;
+    match cmd {
+        SyncCmd::Enable { server } => {
+            if let Some(client) = SyncClient::open(&store)? {
+                return Err(CliError::Usage(format!(
+                    "sync is already enabled with {} (space {}); `nexus sync disable` first",
+                    client.config().server,
+                    client.config().space
+                )));
+            }
+            let mut client = SyncClient::create_space(&store, &server)?;
+            if let Err(e) = net::register_space(&client, ROUND_TIMEOUT) {
+                SyncClient::disable(&store)?;
+                return Err(e.into());
+            }
+            let report = round(&mut client, &store)?;
+            println!(
+                "Sync enabled with {server} (space {}). Add a device with `nexus device pair`.",
+                client.config().space
+            );
+            print_report(&report, false)
+        }
+        SyncCmd::Now { json } => {
+            let mut client = open_client(&store)?;
+            let report = round(&mut client, &store)?;
+            print_report(&report, json)
+        }
+        SyncCmd::Status { json } => {
+            let client = open_client(&store)?;
+            let status = client.status();
+            if json {
+                println!("{}", serde_json::to_string(&status).expect("serializes"));
+            } else {
+                println!("server:    {}", status.server);
+                println!("space:     {}", status.space);
+                println!("documents: {}", status.documents);
+                println!(
+                    "waiting:   {} change(s) not yet acknowledged",
+                    status.pending
+                );
+                if status.waiting > 0 {
+                    println!(
+                        "           {} document(s) waiting for others",
+                        status.waiting
+                    );
+                }
+                if let Some(e) = &status.last_error {
+                    println!("last error: {e}");
+                }
+            }
+            Ok(())
+        }
+        SyncCmd::Disable => {
+            SyncClient::disable(&store)?;
+            println!("Sync is off on this device; your data stays here.");
+            Ok(())
+        }
+    }
+}
+
+pub fn device(config: &NativeConfig, cmd: DeviceCmd) -> Result<(), CliError> {
+    let store = native::open_store(&config.data_dir)?;
+    match cmd {
+        DeviceCmd::Pair { json } => {
+            let client = open_client(&store)?;
+            let code = client.pairing_code()?;
+            if json {
+                println!("{}", serde_json::json!({ "code": code.to_text() }));
+                return Ok(());
+            }
+            println!("Pairing code (keep it secret: it holds the key to your data):\n");
+            println!("  {}\n", code.to_text());
+            match qrcode::QrCode::new(code.to_uri().as_bytes()) {
+                Ok(qr) => {
+                    let image = qr
+                        .render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build();
+                    println!("{image}");
+                }
+                Err(e) => eprintln!("warning: no QR code: {e}"),
+            }
+            println!("On the new device: nexus device join <code>");
+            Ok(())
+        }
+        DeviceCmd::Join { code } => {
+            let code = PairingCode::parse(&code).map_err(|e| CliError::Usage(e.to_string()))?;
+            if let Some(client) = SyncClient::open(&store)? {
+                if client.config().space == code.space {
+                    println!("This device is already in that space.");
+                    return Ok(());
+                }
+                return Err(CliError::Usage(format!(
+                    "this device syncs with another space ({}); `nexus sync disable` first",
+                    client.config().space
+                )));
+            }
+            let mut client = SyncClient::join(&store, &code)?;
+            let report = round(&mut client, &store)?;
+            println!(
+                "Joined space {} on {}. Your companions now follow you.",
+                code.space, code.server
+            );
+            print_report(&report, false)
+        }
+    }
+}
+
+fn parse_samples(text: &str, now: i64) -> Result<Vec<(i64, f64)>, CliError> {
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let bad = || CliError::Usage(format!("line {}: expected `BPM` or `UNIX_MS BPM`", n + 1));
+        let (at, bpm) = match parts.as_slice() {
+            [bpm] => (now, bpm.parse::<f64>().map_err(|_| bad())?),
+            [at, bpm] => (
+                at.parse::<i64>().map_err(|_| bad())?,
+                bpm.parse::<f64>().map_err(|_| bad())?,
+            ),
+            _ => return Err(bad()),
+        };
+        check_bpm(bpm)?;
+        samples.push((at, bpm));
+    }
+    Ok(samples)
+}
+
+fn check_bpm(bpm: f64) -> Result<(), CliError> {
+    if (20.0..=260.0).contains(&bpm) {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "a heart rate of {bpm} bpm is not plausible (20 to 260)"
+        )))
+    }
+}
+
+pub fn wearable(config: &NativeConfig, cmd: WearableCmd) -> Result<(), CliError> {
+    let WearableCmd::PushHr(args) = cmd;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let samples = match (args.bpm, &args.file) {
+        (Some(bpm), None) => {
+            check_bpm(bpm)?;
+            vec![(now, bpm)]
+        }
+        (None, Some(file)) => parse_samples(&std::fs::read_to_string(file)?, now)?,
+        _ => return Err(CliError::Usage("give --bpm N or --file FILE".into())),
+    };
+    let store = native::open_store(&config.data_dir)?;
+    let mut client = open_client(&store)?;
+    let added = client.record_heart_rate(&samples, &args.source)?;
+    client.save(&store)?;
+    println!("{added} heart-rate sample(s) added to the journal.");
+    match net::sync_once(&mut client, &store, ROUND_TIMEOUT) {
+        Ok(_) => println!("Synced."),
+        Err(e) => eprintln!("warning: not synced yet ({e}); they are kept and sync later"),
+    }
+    Ok(())
+}
+
+/// Background sync while chatting: a thread that runs a round every few seconds (on its own
+/// connection to the store) until dropped. Nothing happens if sync is not enabled.
+#[derive(Debug)]
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn start(data_dir: &Path) -> Option<Self> {
+        let store = native::open_store(data_dir).ok()?;
+        SyncClient::open(&store).ok().flatten()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("nexus-sync".into())
+            .spawn(move || {
+                // One client for the whole chat (its documents stay loaded between rounds).
+                let mut client = match SyncClient::open(&store) {
+                    Ok(Some(client)) => client,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!("background sync: {e}");
+                        return;
+                    }
+                };
+                while !flag.load(Ordering::Relaxed) {
+                    if let Err(e) = net::sync_once(&mut client, &store, ROUND_TIMEOUT) {
+                        tracing::debug!("background sync: {e}");
+                    }
+                    let mut waited = Duration::ZERO;
+                    while waited < BACKGROUND_EVERY && !flag.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        waited += Duration::from_millis(200);
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_files_parse() {
+        let samples =
+            parse_samples("# hr\n72\n1700000000000 80.5\n1700000001000,90\n", 5).expect("ok");
+        assert_eq!(
+            samples,
+            vec![
+                (5, 72.0),
+                (1_700_000_000_000, 80.5),
+                (1_700_000_001_000, 90.0)
+            ]
+        );
+        assert!(parse_samples("abc", 0).is_err());
+        assert!(parse_samples("1000", 0).is_err(), "implausible");
+    }
+}

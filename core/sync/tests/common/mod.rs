@@ -1,0 +1,272 @@
+//! Simulated devices around the in-memory relay.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_store::{
+    Companion, Conversation, MemoryItem, MemoryKind, MemoryStore, Message, PersonaChange,
+    PersonaState, Role, Store,
+};
+use nexus_sync::relay::{ConnId, Relay};
+use nexus_sync::{PairingCode, SyncClient};
+use nexus_sync_protocol::{ClientMessage, ServerMessage};
+
+pub struct Device {
+    pub store: MemoryStore,
+    pub client: SyncClient,
+    pub conn: Option<ConnId>,
+}
+
+impl Device {
+    /// The first device: creates the space and registers it with the relay.
+    pub fn first(relay: &mut Relay) -> Self {
+        let store = MemoryStore::new();
+        let client = SyncClient::create_space(&store, "mem://relay").expect("create space");
+        assert!(relay.create_space(client.keys().space(), client.keys().token()));
+        Self {
+            store,
+            client,
+            conn: None,
+        }
+    }
+
+    /// A new device that joins with a pairing code.
+    pub fn join(code: &str) -> Self {
+        let store = MemoryStore::new();
+        let code = PairingCode::parse(code).expect("code");
+        let client = SyncClient::join(&store, &code).expect("join");
+        Self {
+            store,
+            client,
+            conn: None,
+        }
+    }
+
+    pub fn code(&self) -> String {
+        self.client.pairing_code().expect("code").to_text()
+    }
+
+    pub fn go_offline(&mut self, relay: &mut Relay) {
+        if let Some(conn) = self.conn.take() {
+            relay.disconnect(conn);
+        }
+        self.client.disconnected();
+    }
+
+    /// Restarts the app: the client is read back from the store.
+    pub fn restart(&mut self, relay: &mut Relay) {
+        self.go_offline(relay);
+        self.client.save(&self.store).expect("save");
+        self.client = SyncClient::open(&self.store)
+            .expect("open")
+            .expect("enabled");
+    }
+
+    fn ensure_connected(&mut self, relay: &mut Relay) -> ConnId {
+        match self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = relay.connect();
+                self.conn = Some(conn);
+                self.client.connected();
+                conn
+            }
+        }
+    }
+
+    /// Captures local edits and exchanges messages with the relay until nothing moves, with
+    /// each message passing through `net` (which may drop, duplicate or reorder).
+    pub fn pump_with(&mut self, relay: &mut Relay, net: &mut dyn FnMut(usize) -> Vec<usize>) {
+        self.client.sync_local(&self.store).expect("sync local");
+        let conn = self.ensure_connected(relay);
+        for _ in 0..50 {
+            let out: Vec<ClientMessage> = self.client.outgoing();
+            let order = net(out.len());
+            for i in &order {
+                relay.handle(conn, out[*i].clone());
+            }
+            let incoming: Vec<ServerMessage> = relay.take(conn);
+            let order2 = net(incoming.len());
+            for i in &order2 {
+                self.client
+                    .handle(&self.store, incoming[*i].clone())
+                    .expect("handle");
+            }
+            if out.is_empty() && incoming.is_empty() {
+                break;
+            }
+        }
+        self.client.save(&self.store).expect("save");
+    }
+
+    /// [`Device::pump_with`] on a reliable network.
+    pub fn pump(&mut self, relay: &mut Relay) {
+        self.pump_with(relay, &mut |n| (0..n).collect());
+    }
+}
+
+/// Reliable delivery until every device is caught up and nothing moves.
+pub fn settle(devices: &mut [Device], relay: &mut Relay) {
+    for _ in 0..10 {
+        for d in devices.iter_mut() {
+            if d.client.needs_resync() {
+                d.go_offline(relay);
+            }
+            d.pump(relay);
+        }
+        if devices
+            .iter()
+            .all(|d| d.client.caught_up() && !d.client.needs_resync())
+        {
+            // One more pass: captures and deliveries that the last pass caused.
+            for d in devices.iter_mut() {
+                d.pump(relay);
+            }
+            if devices
+                .iter()
+                .all(|d| d.client.caught_up() && d.client.pending() == 0)
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Everything a store holds that sync carries, in a canonical order.
+pub fn dump(store: &dyn Store) -> String {
+    let mut out = String::new();
+    for c in store.list_companions().unwrap() {
+        writeln!(out, "{c:?}").unwrap();
+        writeln!(out, "  persona {:?}", store.persona_state(c.id).unwrap()).unwrap();
+        let mut history: Vec<String> = store
+            .persona_history(c.id, None)
+            .unwrap()
+            .iter()
+            .map(|h| format!("{h:?}"))
+            .collect();
+        history.sort();
+        for h in history {
+            writeln!(out, "  history {h}").unwrap();
+        }
+        for m in store.list_memories(c.id, true).unwrap() {
+            writeln!(out, "  memory {m:?}").unwrap();
+        }
+        for conv in store.list_conversations(c.id).unwrap() {
+            writeln!(
+                out,
+                "  conversation {} {:?} {:?}",
+                conv.id, conv.title, conv.created_at
+            )
+            .unwrap();
+            let mut messages = store.messages(conv.id, None).unwrap();
+            messages.sort_by_key(|m| (m.created_at, m.id));
+            for m in messages {
+                writeln!(out, "    {m:?}").unwrap();
+            }
+        }
+    }
+    for (k, v) in store.settings().unwrap() {
+        writeln!(out, "setting {k}={v}").unwrap();
+    }
+    out
+}
+
+#[track_caller]
+pub fn assert_converged(devices: &[Device]) {
+    let first = dump(&devices[0].store);
+    for (i, d) in devices.iter().enumerate().skip(1) {
+        let other = dump(&d.store);
+        assert_eq!(first, other, "device 0 and device {i} differ");
+    }
+}
+
+// --- editing helpers -------------------------------------------------------------------------
+
+pub fn companion(store: &dyn Store, name: &str, at: i64) -> Companion {
+    let c = Companion {
+        id: CompanionId::new(),
+        name: name.to_owned(),
+        description: format!("{name} is a test companion."),
+        personality: "curious".to_owned(),
+        speaking_style: "short".to_owned(),
+        greeting: "Hi!".to_owned(),
+        card: None,
+        created_at: Timestamp(at),
+        updated_at: Timestamp(at),
+    };
+    store.create_companion(&c).unwrap();
+    c
+}
+
+pub fn conversation(store: &dyn Store, companion: CompanionId, at: i64) -> Conversation {
+    let c = Conversation {
+        id: ConversationId::new(),
+        companion_id: companion,
+        title: Some("Chat".to_owned()),
+        created_at: Timestamp(at),
+        updated_at: Timestamp(at),
+    };
+    store.create_conversation(&c).unwrap();
+    c
+}
+
+pub fn memory(companion: CompanionId, text: &str, at: i64) -> MemoryItem {
+    MemoryItem {
+        id: MemoryId::new(),
+        companion_id: companion,
+        text: text.to_owned(),
+        kind: MemoryKind::Fact,
+        subject: "subject".to_owned(),
+        importance: 0.5,
+        pinned: false,
+        embedding: vec![0.25, -0.5, 1.0e-3],
+        source_message_ids: vec![],
+        created_at: Timestamp(at),
+        updated_at: Timestamp(at),
+        last_used_at: None,
+        superseded_by: None,
+    }
+}
+
+pub fn add_memory(store: &dyn Store, companion: CompanionId, text: &str, at: i64) -> MemoryItem {
+    let m = memory(companion, text, at);
+    store.insert_memory(&m).unwrap();
+    m
+}
+
+pub fn append(store: &dyn Store, conversation: ConversationId, text: &str, at: i64) -> Message {
+    let m = Message {
+        id: MessageId::new(),
+        conversation_id: conversation,
+        role: Role::User,
+        text: text.to_owned(),
+        created_at: Timestamp(at),
+        token_count: 3,
+    };
+    store.append_messages(std::slice::from_ref(&m)).unwrap();
+    m
+}
+
+pub fn set_trust(store: &dyn Store, companion: CompanionId, trust: f32, at: i64) {
+    let old = store.persona_state(companion).unwrap();
+    let state = PersonaState {
+        companion_id: companion,
+        traits: BTreeMap::from([("openness".to_owned(), 0.6)]),
+        locked: Default::default(),
+        familiarity: 0.2,
+        trust,
+        exchanges: 4,
+        updated_at: Timestamp(at),
+    };
+    let change = PersonaChange {
+        companion_id: companion,
+        field: "trust".to_owned(),
+        old: old.map_or(0.0, |o| o.trust),
+        new: trust,
+        reason: "test".to_owned(),
+        at: Timestamp(at),
+    };
+    store.save_persona_state(&state, &[change]).unwrap();
+}
