@@ -509,3 +509,28 @@ fn recorded_readings_and_chat_fill_the_journal() {
     let v = ok_json(run(d, &["journal", "--week", "--json"]));
     assert_eq!(v["buckets"].as_array().expect("days").len(), 7);
 }
+
+#[test]
+fn the_journal_travels_in_the_export_archive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).expect("dir");
+    std::fs::create_dir_all(&b).expect("dir");
+    let face = file(dir.path(), "happy.json", HAPPY_FACE.as_bytes());
+    ok(run(&a, &["emotion", "face", s(&face), "--record"]));
+    let archive = dir.path().join("archive.json");
+    ok(run(&a, &["export", "-o", s(&archive)]));
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&archive).expect("read")).expect("archive JSON");
+    let journal = v["journal"].as_array().expect("journal in the archive");
+    assert_eq!(
+        journal.len(),
+        2,
+        "the reading and its fused state: {journal:?}"
+    );
+    ok(run(&b, &["import-archive", s(&archive)]));
+    ok(run(&b, &["import-archive", s(&archive)]));
+    let restored = ok_json(run(&b, &["journal", "--json"]));
+    assert_eq!(restored["counts"]["face"], 1, "{restored}");
+    assert_eq!(restored["counts"]["fused"], 1, "restored once: {restored}");
+}
