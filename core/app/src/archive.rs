@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use nexus_common::{MemoryId, MessageId, Timestamp};
+use nexus_common::{JournalId, MemoryId, MessageId, Timestamp};
 use nexus_store::{
-    Companion, CompanionAsset, Conversation, ConversationSummary, MemoryItem, Message,
-    PersonaChange, PersonaState, Store, StoreError,
+    Companion, CompanionAsset, Conversation, ConversationSummary, JournalEntry, MemoryItem,
+    Message, PersonaChange, PersonaState, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,10 @@ pub struct Archive {
     pub settings: BTreeMap<String, String>,
     /// Every companion with everything that belongs to it.
     pub companions: Vec<CompanionArchive>,
+    /// The emotion journal (readings and fused states), oldest first. Absent in archives of
+    /// builds without the journal (read as empty).
+    #[serde(default)]
+    pub journal: Vec<JournalEntry>,
 }
 
 /// One companion and what hangs off it.
@@ -125,6 +129,7 @@ pub fn export(store: &dyn Store, now: Timestamp) -> Result<Archive> {
         app_version: env!("CARGO_PKG_VERSION").into(),
         settings: store.settings()?.into_iter().collect(),
         companions,
+        journal: store.journal(Timestamp(i64::MIN), Timestamp(i64::MAX))?,
     })
 }
 
@@ -139,6 +144,8 @@ pub struct RestoreReport {
     pub messages: usize,
     /// Memories restored.
     pub memories: usize,
+    /// Journal entries restored (entries whose id exists are skipped).
+    pub journal_entries: usize,
 }
 
 /// Inserts memories so that every chain of versions is rebuilt with `supersede_memory`, oldest
@@ -275,6 +282,19 @@ pub fn restore(store: &dyn Store, archive: &Archive) -> Result<RestoreReport> {
         }
         report.companions += 1;
     }
+    let existing: std::collections::BTreeSet<JournalId> = store
+        .journal(Timestamp(i64::MIN), Timestamp(i64::MAX))?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let missing: Vec<JournalEntry> = archive
+        .journal
+        .iter()
+        .filter(|e| !existing.contains(&e.id))
+        .cloned()
+        .collect();
+    store.add_journal_entries(&missing)?;
+    report.journal_entries = missing.len();
     Ok(report)
 }
 
@@ -361,6 +381,24 @@ mod tests {
         .expect("summary");
         s.set_setting("active_companion", &c.id.to_string())
             .expect("setting");
+        let entry = |source, at, message_id| JournalEntry {
+            id: JournalId::new(),
+            at: Timestamp(at),
+            source,
+            labels: vec![("sadness".into(), 0.6), ("neutral".into(), 0.3)],
+            valence: -0.4,
+            arousal: 0.3,
+            confidence: 0.7,
+            conversation_id: None,
+            message_id,
+            details: serde_json::json!({"flags": {"maybe_not_english": false}}),
+        };
+        s.add_journal_entries(&[
+            entry(nexus_store::EmotionSource::Text, 50, Some(MessageId::new())),
+            entry(nexus_store::EmotionSource::Fused, 50, None),
+            entry(nexus_store::EmotionSource::Heart, 20, None),
+        ])
+        .expect("journal");
         s
     }
 
@@ -378,9 +416,15 @@ mod tests {
         let target = MemoryStore::new();
         let report = restore(&target, &parsed).expect("restore");
         assert_eq!(
-            (report.companions, report.messages, report.memories),
-            (1, 2, 2)
+            (
+                report.companions,
+                report.messages,
+                report.memories,
+                report.journal_entries
+            ),
+            (1, 2, 2, 3)
         );
+        assert_eq!(a.journal.len(), 3, "the journal is exported");
         let again = export(&target, Timestamp(100)).expect("export again");
         assert_eq!(again, a, "nothing is lost in a round trip");
         let twice = restore(&target, &parsed).expect("restore twice");
@@ -388,6 +432,12 @@ mod tests {
             twice.skipped,
             vec!["Nova".to_string()],
             "restoring twice is harmless"
+        );
+        assert_eq!(twice.journal_entries, 0, "journal entries are not doubled");
+        assert_eq!(
+            export(&target, Timestamp(100)).expect("after twice"),
+            a,
+            "nothing doubled"
         );
     }
 

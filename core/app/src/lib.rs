@@ -8,6 +8,7 @@
 //! Must not contain: terminal or UI code, platform APIs (they come in through ports).
 
 pub mod archive;
+pub mod emotion;
 mod memory;
 #[cfg(feature = "native")]
 pub mod native;
@@ -70,6 +71,9 @@ pub enum AppError {
     /// A character card cannot be read (bad input) or written.
     #[error(transparent)]
     Card(CardError),
+    /// Emotion understanding failed (no text emotion model, or it failed).
+    #[error(transparent)]
+    Emotion(emotion::EmotionAppError),
     /// Fetching or verifying models failed.
     #[cfg(feature = "native")]
     #[error(transparent)]
@@ -112,6 +116,7 @@ pub struct Nexus {
     clock: Arc<dyn Clock>,
     settings: ChatSettings,
     llm: Option<Box<dyn LanguageModel>>,
+    emotion: emotion::EmotionState,
     embedder: Option<Box<dyn Embedder>>,
     memory_settings: MemorySettings,
     /// The memory index of the companion talked to last.
@@ -136,6 +141,7 @@ impl Nexus {
             clock,
             settings: ChatSettings::default(),
             llm: None,
+            emotion: emotion::EmotionState::default(),
             embedder: None,
             memory_settings: MemorySettings::default(),
             memory_cache: Mutex::new(None),
@@ -234,6 +240,8 @@ impl Nexus {
     pub fn delete_companion(&self, name_or_id: &str) -> Result<Companion> {
         let c = self.find_companion(name_or_id)?;
         self.store.delete_companion(c.id)?;
+        self.store
+            .delete_setting(&nexus_companion::mood::setting_key(c.id))?;
         if self.store.setting(ACTIVE_COMPANION)?.as_deref() == Some(&c.id.to_string()) {
             self.store.delete_setting(ACTIVE_COMPANION)?;
         }
@@ -337,7 +345,9 @@ impl Nexus {
         }
         let companion = self.store.conversation(conversation)?.companion_id;
         let snapshot = self.snapshot(companion)?;
-        let mut engine = ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone());
+        let emotion = self.prepare_emotion(conversation, text); // tone guidance (emotion.rs)
+        let mut engine = ConversationEngine::new(&*self.store, &*self.clock, self.settings.clone())
+            .with_guidance(emotion.guidance());
         if let (Some(embedder), Some(snapshot)) = (self.embedder.as_deref(), snapshot.as_ref()) {
             engine = engine.with_memory(MemoryAccess {
                 embedder,
@@ -347,6 +357,7 @@ impl Nexus {
         }
         let llm = self.llm.as_deref_mut().ok_or(AppError::NoModel)?;
         let reply = engine.reply(llm, conversation, text, cancel, on_text)?;
+        self.finish_emotion(emotion, &reply); // journal + mood (emotion.rs)
         if !reply.learned.added.is_empty() {
             self.invalidate_memories();
         }

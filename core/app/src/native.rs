@@ -193,3 +193,11 @@ pub fn load_embedder(config: &NativeConfig) -> Result<BertEmbedder> {
     let files = ensure_model(config, EMBEDDING_MODEL)?;
     Ok(BertEmbedder::from_dir(files.dir())?)
 }
+
+/// Loads the text emotion model: the default embedding model's encoder (fetching it first if
+/// needed) with the trained weights bundled in `nexus-emotion`.
+pub fn load_text_emotion(config: &NativeConfig) -> Result<nexus_emotion::text::TextEmotion> {
+    let files = ensure_model(config, EMBEDDING_MODEL)?;
+    nexus_emotion::text::TextEmotion::from_dir(files.dir())
+        .map_err(|e| crate::emotion::EmotionAppError::from(e).into())
+}

@@ -133,6 +133,10 @@ define_id!(
     /// Identifies a long-term memory item.
     MemoryId
 );
+define_id!(
+    /// Identifies an entry of the emotion journal (a reading or a fused state).
+    JournalId
+);
 
 #[cfg(test)]
 mod tests {

@@ -488,6 +488,46 @@ mod tests {
     }
 
     #[test]
+    fn guidance_lines_reach_the_prompt_right_before_the_users_message() {
+        let (store, clock) = setup();
+        let c = create(&store, &clock, &CompanionDraft::default_companion()).expect("companion");
+        let plain = ConversationEngine::new(&store, &clock, ChatSettings::default());
+        let conv = plain.start_conversation(&c).expect("conversation");
+        let guided = ConversationEngine::new(&store, &clock, ChatSettings::default())
+            .with_guidance(vec![
+                "The user seems anxious (confidence 0.7). Be calm.".into(),
+                "Your own mood is calm.".into(),
+            ]);
+        let mut llm = FakeLlm::new(&["One.", "Two."]);
+        guided
+            .reply(&mut llm, conv.id, "I'm worried.", None, &mut |_| {
+                Flow::Continue
+            })
+            .expect("guided reply");
+        plain
+            .reply(&mut llm, conv.id, "Hello.", None, &mut |_| Flow::Continue)
+            .expect("plain reply");
+        let requests = llm.recorded();
+        let guided_messages = &requests[0].messages;
+        let n = guided_messages.len();
+        assert_eq!(guided_messages[n - 1].content, "I'm worried.");
+        assert_eq!(guided_messages[n - 2].role, "system");
+        assert!(
+            guided_messages[n - 2].content.ends_with(
+                "The user seems anxious (confidence 0.7). Be calm.\nYour own mood is calm."
+            ),
+            "{guided_messages:?}"
+        );
+        assert!(
+            requests[1]
+                .messages
+                .iter()
+                .all(|m| !m.content.contains("anxious")),
+            "no guidance, no extra lines"
+        );
+    }
+
+    #[test]
     fn an_exchange_streams_and_persists_both_turns_with_the_persona_in_the_prompt() {
         let (store, clock) = setup();
         let c = create(&store, &clock, &CompanionDraft::default_companion()).expect("companion");

@@ -11,6 +11,7 @@ pub mod cards;
 pub mod engine;
 pub mod evolve;
 pub mod memory;
+pub mod mood;
 pub mod persona;
 pub mod prompt;
 pub mod summary;

@@ -1,8 +1,24 @@
 //! # nexus-emotion
 //!
-//! How the user feels, from every signal Nexus has: heart rate from wearables ([`biometrics`]),
-//! facial expression values sent by AR shells ([`face`]) and voice prosody ([`prosody`]).
-//! Text emotion and the fusion of all signals into one state come next.
+//! How the user feels, from every signal Nexus has:
+//!
+//! | module | input | output |
+//! |---|---|---|
+//! | [`text`] | what the user writes | 28 GoEmotions labels, 7 Ekman groups, valence, arousal (our model, fine-tuned MiniLM) |
+//! | [`prosody`] | 16 kHz PCM frames (live or whole) | pitch, energy, rate, pauses; arousal (RAVDESS-calibrated) |
+//! | [`biometrics`] | BPM/RR samples, 0x2A37 payloads, Apple Health `export.xml` | per-window arousal and stress (baseline, RMSSD) |
+//! | [`face`] | 52 ARKit blend shapes | FACS action units, Ekman distribution, valence, arousal |
+//! | [`fusion`] | readings of all of the above, with times | one state: Ekman distribution, valence, arousal, confidence, per-source contributions |
+//!
+//! Every reading carries an [`Affect`] with a confidence; bad input (empty or non-English text,
+//! silent or damaged audio, impossible heart rates, out-of-range blend shapes) gives an error or
+//! a reading with low confidence and flags, never a panic. [`fusion::fuse`] weighs the readings
+//! by confidence, source and age, lowers the confidence when they disagree and flags states that
+//! are too unsure to act on ([`fusion::FusedStatus`]).
+//!
+//! What uses it: `nexus-companion`'s `mood` (the companion's own mood and the tone guidance of
+//! its replies), `nexus-app`'s `emotion` (scoring each message, the journal, summaries) and the
+//! `nexus emotion …` / `nexus journal` commands.
 //!
 //! Sans-IO: every function works on values (samples, PCM frames, coefficients) that shells hand
 //! in; parsing helpers take bytes or strings, never paths. Builds for `wasm32-unknown-unknown`.
@@ -10,6 +26,7 @@
 
 pub mod biometrics;
 pub mod face;
+pub mod fusion;
 pub mod prosody;
 pub mod text;
 

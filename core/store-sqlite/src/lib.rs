@@ -11,6 +11,7 @@
 
 mod assets;
 mod error;
+mod journal;
 mod memories;
 mod persona;
 mod schema;
@@ -22,8 +23,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
 use nexus_store::{
-    Companion, CompanionAsset, Conversation, ConversationSummary, MemoryItem, Message,
-    PersonaChange, PersonaState, Result, Role, Store, StoreError,
+    Companion, CompanionAsset, Conversation, ConversationSummary, JournalEntry, MemoryItem,
+    Message, PersonaChange, PersonaState, Result, Role, Store, StoreError,
 };
 use rusqlite::params;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
@@ -655,6 +656,17 @@ impl Store for SqliteStore {
 
     fn delete_asset(&self, companion: CompanionId, name: &str) -> Result<()> {
         self.write(|tx| assets::delete(tx, companion, name))
+    }
+
+    fn add_journal_entries(&self, entries: &[JournalEntry]) -> Result<()> {
+        for entry in entries {
+            entry.validate()?;
+        }
+        self.write(|tx| journal::add(tx, entries))
+    }
+
+    fn journal(&self, from: Timestamp, to: Timestamp) -> Result<Vec<JournalEntry>> {
+        self.read(|tx| journal::range(tx, from, to))
     }
 
     fn wipe(&self) -> Result<()> {

@@ -19,7 +19,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x4E58_5553;
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/001_initial.sql"),
     include_str!("../migrations/002_memory_persona.sql"),
-    // 003_journal.sql comes from the emotion branch; when both are merged, 003 goes here.
+    include_str!("../migrations/003_journal.sql"),
     include_str!("../migrations/004_sync.sql"),
 ];
 

@@ -17,6 +17,7 @@ const TABLES: &[&str] = &[
     "conversations",
     "companions",
     "settings",
+    "emotion_journal",
     "sync_state",
 ];
 

@@ -11,8 +11,8 @@ use nexus_store_sqlite::SqliteStore;
 use tempfile::TempDir;
 
 /// The schema version of this build (the number of migrations).
-// 001, 002 and 004_sync (003, the journal, arrives with the emotion branch: then 4).
-const CURRENT_VERSION: i64 = 3;
+// 001, 002, 003_journal and 004_sync.
+const CURRENT_VERSION: i64 = 4;
 
 fn temp_file(name: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");

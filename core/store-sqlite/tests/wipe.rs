@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_common::{CompanionId, ConversationId, JournalId, MemoryId, MessageId, Timestamp};
 use nexus_store::{
-    Companion, CompanionAsset, Conversation, ConversationSummary, MemoryItem, MemoryKind, Message,
-    PersonaChange, PersonaState, Role, Store, StoreError,
+    Companion, CompanionAsset, Conversation, ConversationSummary, EmotionSource, JournalEntry,
+    MemoryItem, MemoryKind, Message, PersonaChange, PersonaState, Role, Store, StoreError,
 };
 use nexus_store_sqlite::SqliteStore;
 
@@ -37,6 +37,8 @@ const MARKERS: &[&str] = &[
     "zqxv-asset-bytes",
     "zqxv-setting-key",
     "zqxv-setting-value",
+    "zqxv-journal-label",
+    "zqxv-journal-details",
 ];
 
 fn marker(name: &str) -> &'static str {
@@ -168,6 +170,22 @@ fn write_markers(store: &dyn Store, name_suffix: &str) {
             marker("setting-value"),
         )
         .expect("setting");
+    // Readings of every source and fused states, enough to span pages.
+    let entries: Vec<JournalEntry> = (0..200_i64)
+        .map(|n| JournalEntry {
+            id: JournalId::new(),
+            at: Timestamp(20 + n),
+            source: EmotionSource::ALL[n as usize % EmotionSource::ALL.len()],
+            labels: vec![(marker("journal-label").to_owned(), 0.5)],
+            valence: -0.25,
+            arousal: 0.75,
+            confidence: 0.5,
+            conversation_id: Some(conversation.id),
+            message_id: Some(reply),
+            details: serde_json::json!({"note": marker("journal-details").repeat(10)}),
+        })
+        .collect();
+    store.add_journal_entries(&entries).expect("journal");
 }
 
 /// The beginning every marker shares.

@@ -17,11 +17,11 @@ use std::fmt::Debug;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_common::{CompanionId, ConversationId, JournalId, MemoryId, MessageId, Timestamp};
 
 use crate::{
-    Companion, CompanionAsset, Conversation, ConversationSummary, MemoryItem, MemoryKind, Message,
-    PersonaChange, PersonaState, Result, Role, Store, StoreError,
+    Companion, CompanionAsset, Conversation, ConversationSummary, EmotionSource, JournalEntry,
+    MemoryItem, MemoryKind, Message, PersonaChange, PersonaState, Result, Role, Store, StoreError,
 };
 
 /// What the expression given to [`conformance_tests!`](crate::conformance_tests) returns.
@@ -88,6 +88,9 @@ macro_rules! conformance_tests {
             deleting_a_companion_deletes_everything_it_owns,
             deleting_a_conversation_deletes_its_summaries_and_memory_records,
             wipe_leaves_an_empty_usable_store,
+            journal_entries_round_trip_in_chronological_order,
+            journal_entries_check_their_rules_and_writes_are_all_or_nothing,
+            journal_links_are_kept_after_their_conversation_is_deleted,
             put_memories_writes_every_field_and_links_within_the_batch,
             put_memories_checks_its_rules_and_writes_nothing_on_failure,
             sync_values_set_delete_list_and_are_wiped,
@@ -2259,8 +2262,22 @@ pub fn wipe_leaves_an_empty_usable_store(store: &dyn Store) {
     let memory = memories(store, mira.id, true).remove(0);
     store.set_setting("model", "tiny").expect("setting");
     store.set_setting("theme", "dark").expect("setting");
+    let entry = new_journal_entry(EmotionSource::Text, 2_500);
+    store
+        .add_journal_entries(std::slice::from_ref(&entry))
+        .expect("journal");
 
     store.wipe().expect("wipe");
+    assert!(
+        store
+            .journal(Timestamp(i64::MIN), Timestamp(i64::MAX))
+            .expect("journal")
+            .is_empty(),
+        "the journal is wiped"
+    );
+    store
+        .add_journal_entries(&[entry])
+        .expect("the old journal id is free");
 
     assert!(store.list_companions().expect("list").is_empty());
     assert!(store.settings().expect("settings").is_empty());
@@ -2298,6 +2315,138 @@ pub fn wipe_leaves_an_empty_usable_store(store: &dyn Store) {
     store.wipe().expect("and again");
     assert!(store.list_companions().expect("list").is_empty());
     assert!(store.settings().expect("settings").is_empty());
+}
+
+// --- emotion journal ---
+
+fn new_journal_entry(source: EmotionSource, at: i64) -> JournalEntry {
+    JournalEntry {
+        id: JournalId::new(),
+        at: Timestamp(at),
+        source,
+        labels: vec![("joy".to_owned(), 0.75), ("surprise".to_owned(), 0.125)],
+        valence: 0.5,
+        arousal: 0.625,
+        confidence: 0.8,
+        conversation_id: None,
+        message_id: None,
+        details: serde_json::json!({"flags": {"empty": false}}),
+    }
+}
+
+fn whole_journal(store: &dyn Store) -> Vec<JournalEntry> {
+    store
+        .journal(Timestamp(i64::MIN), Timestamp(i64::MAX))
+        .expect("journal")
+}
+
+/// Every field round-trips exactly (floats included); entries come back by time, equal times in
+/// the order added; the range includes `from` and excludes `to`.
+pub fn journal_entries_round_trip_in_chronological_order(store: &dyn Store) {
+    assert!(whole_journal(store).is_empty());
+    let mut late = new_journal_entry(EmotionSource::Fused, 3_000);
+    late.labels = vec![
+        ("sadness".to_owned(), 0.1 + 0.2),
+        ("neutral".to_owned(), f32::MIN_POSITIVE),
+    ];
+    late.valence = -0.123_456_79;
+    late.arousal = 1.0;
+    late.confidence = 0.0;
+    late.conversation_id = Some(ConversationId::new());
+    late.message_id = Some(MessageId::new());
+    late.details = serde_json::json!({"contributions": [{"source": "text", "weight": 1.0}],
+                                      "note": "ünïcödé ✓"});
+    let first_at_2000 = new_journal_entry(EmotionSource::Text, 2_000);
+    let mut second_at_2000 = new_journal_entry(EmotionSource::Heart, 2_000);
+    second_at_2000.labels.clear();
+    let early = new_journal_entry(EmotionSource::Face, 1_000);
+    store
+        .add_journal_entries(&[late.clone(), first_at_2000.clone()])
+        .expect("add");
+    store
+        .add_journal_entries(&[second_at_2000.clone(), early.clone()])
+        .expect("add");
+    assert_eq!(
+        whole_journal(store),
+        vec![
+            early.clone(),
+            first_at_2000.clone(),
+            second_at_2000.clone(),
+            late.clone()
+        ]
+    );
+    assert_eq!(
+        store
+            .journal(Timestamp(2_000), Timestamp(3_000))
+            .expect("range"),
+        vec![first_at_2000, second_at_2000],
+        "from is included, to is excluded"
+    );
+    assert!(
+        store
+            .journal(Timestamp(3_001), Timestamp(9_000))
+            .expect("after")
+            .is_empty()
+    );
+    assert!(
+        store
+            .journal(Timestamp(5_000), Timestamp(0))
+            .expect("reversed")
+            .is_empty()
+    );
+    store.add_journal_entries(&[]).expect("nothing to add");
+    assert_eq!(whole_journal(store).len(), 4);
+}
+
+/// Out-of-range numbers (NaN included), bad labels and ids that exist are refused, and a
+/// refused batch writes nothing.
+pub fn journal_entries_check_their_rules_and_writes_are_all_or_nothing(store: &dyn Store) {
+    let good = new_journal_entry(EmotionSource::Voice, 1_000);
+    type Breaker = fn(&mut JournalEntry);
+    let breakers: &[(&str, Breaker)] = &[
+        ("valence > 1", |e| e.valence = 1.5),
+        ("valence NaN", |e| e.valence = f32::NAN),
+        ("arousal < 0", |e| e.arousal = -0.1),
+        ("confidence > 1", |e| e.confidence = 1.01),
+        ("confidence NaN", |e| e.confidence = f32::NAN),
+        ("score > 1", |e| e.labels[0].1 = 2.0),
+        ("blank label", |e| e.labels[0].0 = "  ".into()),
+        ("too many labels", |e| {
+            e.labels = vec![("x".into(), 0.1); JournalEntry::MAX_LABELS + 1]
+        }),
+    ];
+    for (what, breaker) in breakers {
+        let mut bad = new_journal_entry(EmotionSource::Text, 1_000);
+        breaker(&mut bad);
+        let result = store.add_journal_entries(&[good.clone(), bad]);
+        assert!(
+            matches!(result, Err(StoreError::Invalid(_))),
+            "{what}: {result:?}"
+        );
+    }
+    assert!(whole_journal(store).is_empty(), "nothing written");
+    store
+        .add_journal_entries(std::slice::from_ref(&good))
+        .expect("add");
+    let other = new_journal_entry(EmotionSource::Text, 2_000);
+    let result = store.add_journal_entries(&[other.clone(), good.clone()]);
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    let twice = store.add_journal_entries(&[other.clone(), other.clone()]);
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    assert_eq!(whole_journal(store), vec![good], "nothing of the batches");
+}
+
+/// The journal is the user's, not a companion's: deleting the conversation (or companion) a
+/// reading links to keeps the reading and its links.
+pub fn journal_links_are_kept_after_their_conversation_is_deleted(store: &dyn Store) {
+    let mira = add_companion(store, "Mira", 1_000);
+    let (conversation, reply) = populate(store, &mira, 2_000);
+    let mut entry = new_journal_entry(EmotionSource::Text, 2_001);
+    entry.conversation_id = Some(conversation.id);
+    entry.message_id = Some(reply.id);
+    store.add_journal_entries(&[entry.clone()]).expect("add");
+    store.delete_companion(mira.id).expect("delete");
+    assert_eq!(whole_journal(store), vec![entry]);
 }
 
 // --- replication (nexus-sync) ---

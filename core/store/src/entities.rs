@@ -1,4 +1,4 @@
-use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_common::{CompanionId, ConversationId, JournalId, MemoryId, MessageId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, StoreError};
@@ -469,4 +469,112 @@ fn check_asset_name(name: &str) -> Result<()> {
         return invalid("no '..' components");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The emotion journal (schema version 3).
+// ---------------------------------------------------------------------------------------------
+
+/// Where an entry of the emotion journal comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmotionSource {
+    /// What the user wrote (the text emotion model).
+    Text,
+    /// How the user sounded (voice prosody).
+    Voice,
+    /// Heart rate from a wearable.
+    Heart,
+    /// Facial expression (blend shapes from an AR shell).
+    Face,
+    /// The fused state of all the signals at one time.
+    Fused,
+}
+
+impl EmotionSource {
+    /// Every source, in storage order.
+    pub const ALL: [EmotionSource; 5] = [
+        EmotionSource::Text,
+        EmotionSource::Voice,
+        EmotionSource::Heart,
+        EmotionSource::Face,
+        EmotionSource::Fused,
+    ];
+
+    /// The lower-case name used in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmotionSource::Text => "text",
+            EmotionSource::Voice => "voice",
+            EmotionSource::Heart => "heart",
+            EmotionSource::Face => "face",
+            EmotionSource::Fused => "fused",
+        }
+    }
+
+    /// Parses the lower-case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One entry of the emotion journal: a reading of one signal, or a fused state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Stable id.
+    pub id: JournalId,
+    /// When the signal was observed (for a fused state: the time it describes).
+    pub at: Timestamp,
+    /// The signal.
+    pub source: EmotionSource,
+    /// Emotion labels with their score in [0, 1], highest first (may be empty, e.g. for heart
+    /// rate, which only gives arousal).
+    pub labels: Vec<(String, f32)>,
+    /// Unpleasant (-1) to pleasant (+1).
+    pub valence: f32,
+    /// Calm (0) to excited (1).
+    pub arousal: f32,
+    /// 0 (no information) to 1 (reliable).
+    pub confidence: f32,
+    /// The conversation of the message the reading belongs to, if any. Not a reference the
+    /// store checks: the entry outlives a deleted conversation (only the link is then dead).
+    pub conversation_id: Option<ConversationId>,
+    /// The message the reading belongs to (the user's message for text readings), if any.
+    pub message_id: Option<MessageId>,
+    /// Source-specific details as a JSON value (input flags, a fused state's contributions).
+    pub details: serde_json::Value,
+}
+
+impl JournalEntry {
+    /// The most labels an entry can have.
+    pub const MAX_LABELS: usize = 64;
+
+    /// Checks the rules every store enforces: valence in [-1, 1], arousal and confidence in
+    /// [0, 1], at most [`JournalEntry::MAX_LABELS`] labels with a non-blank name (at most 64
+    /// characters) and a score in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        if !(-1.0..=1.0).contains(&self.valence) {
+            return Err(StoreError::Invalid(format!(
+                "a journal entry's valence must be a number from -1 to 1, not {}",
+                self.valence
+            )));
+        }
+        check_unit_interval("a journal entry's arousal", self.arousal)?;
+        check_unit_interval("a journal entry's confidence", self.confidence)?;
+        if self.labels.len() > Self::MAX_LABELS {
+            return Err(StoreError::Invalid(format!(
+                "a journal entry has at most {} labels",
+                Self::MAX_LABELS
+            )));
+        }
+        for (label, score) in &self.labels {
+            if label.trim().is_empty() || label.chars().count() > 64 {
+                return Err(StoreError::Invalid(format!(
+                    "a journal label must have 1 to 64 characters, not {label:?}"
+                )));
+            }
+            check_unit_interval("a journal label's score", *score)?;
+        }
+        Ok(())
+    }
 }

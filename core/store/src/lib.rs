@@ -242,9 +242,19 @@ pub trait Store: Send + Sync {
     /// Deletes one asset; a missing asset is not an error, a missing companion is.
     fn delete_asset(&self, companion: CompanionId, name: &str) -> Result<()>;
 
+    // --- emotion journal ---
+    /// Appends journal entries (typically a reading and the fused state it led to) atomically,
+    /// after [`JournalEntry::validate`]. An id that exists is a [`StoreError::Conflict`] and
+    /// nothing is written. The conversation and message links are kept as given (they are not
+    /// checked: readings may be recorded for messages deleted since, or for none).
+    fn add_journal_entries(&self, entries: &[JournalEntry]) -> Result<()>;
+    /// The entries with `from <= at < to`, in chronological order: by `at`, entries with equal
+    /// times in the order they were added.
+    fn journal(&self, from: Timestamp, to: Timestamp) -> Result<Vec<JournalEntry>>;
+
     // --- privacy ---
-    /// Deletes everything: all companions with everything that belongs to them, and all
-    /// settings. The store stays usable. A persistent store must leave no user text behind in
+    /// Deletes everything: all companions with everything that belongs to them, all
+    /// settings and the whole emotion journal. The store stays usable. A persistent store must leave no user text behind in
     /// its files (free pages, journals).
     fn wipe(&self) -> Result<()>;
 

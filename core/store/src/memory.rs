@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_common::{CompanionId, ConversationId, JournalId, MemoryId, MessageId, Timestamp};
 
 use crate::{
-    Companion, CompanionAsset, Conversation, ConversationSummary, Forgetting, MemoryItem, Message,
-    PersonaChange, PersonaState, Result, Store, StoreError,
+    Companion, CompanionAsset, Conversation, ConversationSummary, Forgetting, JournalEntry,
+    MemoryItem, Message, PersonaChange, PersonaState, Result, Store, StoreError,
 };
 
 /// A [`Store`] that keeps everything in memory and forgets it when dropped: for tests, and for
@@ -37,6 +37,10 @@ struct Inner {
     summaries: BTreeMap<ConversationId, Vec<ConversationSummary>>,
     /// Sorted by companion, then name (byte order, like `str`'s `Ord`).
     assets: BTreeMap<(CompanionId, String), CompanionAsset>,
+    /// The emotion journal, sorted by `at`; equal times in the order added.
+    journal: Vec<JournalEntry>,
+    /// The ids of `journal`.
+    journal_ids: BTreeSet<JournalId>,
     /// The sync engine's local state.
     sync: BTreeMap<String, Vec<u8>>,
 }
@@ -534,6 +538,33 @@ impl Store for MemoryStore {
         inner.check_companion_exists(companion)?;
         inner.assets.remove(&(companion, name.to_owned()));
         Ok(())
+    }
+
+    fn add_journal_entries(&self, entries: &[JournalEntry]) -> Result<()> {
+        for entry in entries {
+            entry.validate()?;
+        }
+        let mut inner = self.lock();
+        let mut new_ids = BTreeSet::new();
+        for entry in entries {
+            if inner.journal_ids.contains(&entry.id) || !new_ids.insert(entry.id) {
+                return Err(StoreError::id_taken("journal entry", entry.id));
+            }
+        }
+        for entry in entries {
+            // After every entry with the same or an earlier time: equal times keep their order.
+            let at = inner.journal.partition_point(|e| e.at <= entry.at);
+            inner.journal.insert(at, entry.clone());
+            inner.journal_ids.insert(entry.id);
+        }
+        Ok(())
+    }
+
+    fn journal(&self, from: Timestamp, to: Timestamp) -> Result<Vec<JournalEntry>> {
+        let inner = self.lock();
+        let start = inner.journal.partition_point(|e| e.at < from);
+        let end = inner.journal.partition_point(|e| e.at < to).max(start);
+        Ok(inner.journal[start..end].to_vec())
     }
 
     fn wipe(&self) -> Result<()> {

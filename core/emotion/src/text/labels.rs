@@ -107,11 +107,10 @@ impl GoEmotion {
         }
     }
 
-    /// Valence (-1 unpleasant .. +1 pleasant) and arousal (0 calm .. 1 excited) of the label word,
+    /// Valence (-1 unpleasant .. +1 pleasant) and arousal (0 calm .. 1 excited) of the label,
     /// from [`VA_TABLE`].
     pub fn valence_arousal(self) -> (f32, f32) {
-        let (v, a) = VA_TABLE[self.index()];
-        (2.0 * v - 1.0, a)
+        VA_TABLE[self.index()]
     }
 }
 
@@ -190,43 +189,57 @@ impl Ekman {
     }
 }
 
-/// Valence and arousal, both on the lexicon's 0..1 scale, of the 28 label words, from the
-/// **NRC Valence, Arousal, and Dominance Lexicon** v1.0 (Saif M. Mohammad, "Obtaining Reliable
-/// Human Ratings of Valence, Arousal, and Dominance for 20,000 English Words", ACL 2018; columns
-/// Valence and Arousal of `NRC-VAD-Lexicon.txt` for the exact word, e.g.
-/// `admiration 0.969 0.583 0.726`). GoEmotions has no valence/arousal labels: the model derives
-/// them as the probability-weighted mean of these coordinates; valence is mapped to -1..1 by
-/// `2v - 1`. The lexicon's terms ask for attribution (above) and restrict it to non-commercial
-/// research use without a licence from the NRC; only these 56 numbers are used.
+/// Valence (-1..1) and arousal (0..1) of the 28 labels.
+///
+/// **Valence** is the label word's mean valence rating in the **VADER sentiment lexicon**
+/// (Hutto & Gilbert, "VADER: A Parsimonious Rule-based Model for Sentiment Analysis of Social
+/// Media Text", ICWSM 2014; `vader_lexicon.txt`, MIT licence, Copyright (c) 2016 C.J. Hutto)
+/// divided by 4 (the lexicon's -4..4 scale to -1..1). Two label words are not in the lexicon and
+/// take the rating of the closest word that is: curiosity → "curious", disapproval ("having or
+/// expressing an unfavorable opinion", GoEmotions' definition) → "dislike"; realization and
+/// neutral, which carry no sentiment, are 0.
+///
+/// **Arousal** is ours (part of this project, same licence): five levels placed by each label's
+/// position on the activation axis of the affective circumplex (Russell 1980, "A circumplex model
+/// of affect", J. Pers. Soc. Psychol. 39(6)): 0.8 activated (anger, fear, nervousness,
+/// excitement, surprise), 0.65 (amusement, joy, annoyance, disgust, desire, embarrassment,
+/// curiosity), 0.5 (admiration, pride, love, optimism, disapproval, confusion), 0.35 (gratitude,
+/// approval, caring, realization, disappointment, remorse, grief), 0.2 deactivated (sadness,
+/// relief, neutral).
+///
+/// GoEmotions has no valence/arousal labels: the model derives them as the probability-weighted
+/// mean of these coordinates. This table replaced one from the NRC VAD lexicon (non-commercial
+/// research licence); valence correlates with human ratings at least as well with it (see
+/// `docs/BENCHMARKS.md`).
 pub const VA_TABLE: [(f32, f32); NUM_GO] = [
-    (0.969, 0.583), // admiration
-    (0.929, 0.837), // amusement
-    (0.167, 0.865), // anger
-    (0.167, 0.718), // annoyance
-    (0.854, 0.460), // approval
-    (0.635, 0.469), // caring
-    (0.255, 0.667), // confusion
-    (0.750, 0.755), // curiosity
-    (0.896, 0.692), // desire
-    (0.115, 0.490), // disappointment
-    (0.085, 0.551), // disapproval
-    (0.052, 0.775), // disgust
-    (0.143, 0.685), // embarrassment
-    (0.896, 0.684), // excitement
-    (0.073, 0.840), // fear
-    (0.885, 0.441), // gratitude
-    (0.070, 0.640), // grief
-    (0.980, 0.824), // joy
-    (1.000, 0.519), // love
-    (0.163, 0.915), // nervousness
-    (0.949, 0.565), // optimism
-    (0.729, 0.634), // pride
-    (0.554, 0.510), // realization
-    (0.844, 0.278), // relief
-    (0.103, 0.673), // remorse
-    (0.052, 0.288), // sadness
-    (0.875, 0.875), // surprise
-    (0.469, 0.184), // neutral
+    (0.625, 0.50),  // admiration: VADER 2.5
+    (0.375, 0.65),  // amusement: VADER 1.5
+    (-0.675, 0.80), // anger: VADER -2.7
+    (-0.325, 0.65), // annoyance: VADER -1.3
+    (0.525, 0.35),  // approval: VADER 2.1
+    (0.550, 0.35),  // caring: VADER 2.2
+    (-0.300, 0.50), // confusion: VADER -1.2
+    (0.325, 0.65),  // curiosity: VADER "curious" 1.3
+    (0.425, 0.65),  // desire: VADER 1.7
+    (-0.575, 0.35), // disappointment: VADER -2.3
+    (-0.400, 0.50), // disapproval: VADER "dislike" -1.6
+    (-0.725, 0.65), // disgust: VADER -2.9
+    (-0.475, 0.65), // embarrassment: VADER -1.9
+    (0.550, 0.80),  // excitement: VADER 2.2
+    (-0.550, 0.80), // fear: VADER -2.2
+    (0.575, 0.35),  // gratitude: VADER 2.3
+    (-0.550, 0.35), // grief: VADER -2.2
+    (0.700, 0.65),  // joy: VADER 2.8
+    (0.800, 0.50),  // love: VADER 3.2
+    (-0.300, 0.80), // nervousness: VADER -1.2
+    (0.625, 0.50),  // optimism: VADER 2.5
+    (0.350, 0.50),  // pride: VADER 1.4
+    (0.000, 0.35),  // realization: not in VADER, 0
+    (0.525, 0.20),  // relief: VADER 2.1
+    (-0.275, 0.35), // remorse: VADER -1.1
+    (-0.475, 0.20), // sadness: VADER -1.9
+    (0.275, 0.80),  // surprise: VADER 1.1
+    (0.000, 0.20),  // neutral: not in VADER, 0
 ];
 
 /// Valence (-1..1) and arousal (0..1) as the mean of the labels' coordinates weighted by their

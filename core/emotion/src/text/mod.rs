@@ -16,7 +16,8 @@
 //! * **Ekman**: a separate head trained on the Ekman labels, or the 28 probabilities grouped
 //!   (noisy-or), whichever scored the better dev macro-F1 (recorded in the model card).
 //! * **Valence / arousal**: GoEmotions has no such labels; they are the probability-weighted mean
-//!   of the labels' coordinates in the NRC VAD lexicon ([`labels::VA_TABLE`]).
+//!   of the labels' coordinates ([`labels::VA_TABLE`]: valence from the VADER lexicon's word
+//!   ratings, MIT; arousal from five circumplex levels of our own).
 //! * **Bad input** never panics: empty or whitespace-only text gives a reading flagged `empty`
 //!   with confidence 0; text that is probably not English is flagged `maybe_not_english` and its
 //!   confidence divided by 4 ([`lang`]); text longer than [`MAX_TOKENS`] word pieces is
@@ -259,6 +260,23 @@ impl TextEmotion {
 
     /// The model with the given trained weights (safetensors) and model card (JSON).
     pub fn with_weights(base: BaseModel<'_>, weights: &[u8], card_json: &[u8]) -> Result<Self> {
+        Self::load(
+            base.config_json,
+            base.tokenizer_json,
+            base.safetensors.to_vec(),
+            weights,
+            card_json,
+        )
+    }
+
+    /// [`TextEmotion::with_weights`] taking the base weights by value (no copy of ~90 MB).
+    fn load(
+        config_json: &[u8],
+        tokenizer_json: &[u8],
+        base_safetensors: Vec<u8>,
+        weights: &[u8],
+        card_json: &[u8],
+    ) -> Result<Self> {
         if weights.is_empty() || card_json.is_empty() {
             return Err(TextEmotionError::InvalidModel(
                 "no trained weights (run `cargo xtask train-emotion`)".into(),
@@ -268,7 +286,7 @@ impl TextEmotion {
             serde_json::from_slice(card_json).map_err(|e| invalid("model card", e))?;
         validate_card(&card)?;
         let cfg: BertConfig =
-            serde_json::from_slice(base.config_json).map_err(|e| invalid("config.json", e))?;
+            serde_json::from_slice(config_json).map_err(|e| invalid("config.json", e))?;
         if card.first_trained_layer > cfg.num_hidden_layers {
             return Err(invalid(
                 "model card",
@@ -279,9 +297,8 @@ impl TextEmotion {
             ));
         }
         let device = Device::Cpu;
-        let base_vb =
-            VarBuilder::from_buffered_safetensors(base.safetensors.to_vec(), DType::F32, &device)
-                .map_err(|e| invalid("base model weights", e))?;
+        let base_vb = VarBuilder::from_buffered_safetensors(base_safetensors, DType::F32, &device)
+            .map_err(|e| invalid("base model weights", e))?;
         let trained_vb =
             VarBuilder::from_buffered_safetensors(weights.to_vec(), DType::F32, &device)
                 .map_err(|e| invalid("trained weights", e))?;
@@ -290,7 +307,7 @@ impl TextEmotion {
         let upper = Upper::load(&trained_vb, &trained_vb, &cfg, card.first_trained_layer)
             .map_err(|e| invalid("trained weights", e))?;
         let mut tokenizer =
-            Tokenizer::from_bytes(base.tokenizer_json).map_err(|e| invalid("tokenizer.json", e))?;
+            Tokenizer::from_bytes(tokenizer_json).map_err(|e| invalid("tokenizer.json", e))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -326,11 +343,13 @@ impl TextEmotion {
             read("tokenizer.json")?,
             read("model.safetensors")?,
         );
-        Self::new(BaseModel {
-            config_json: &config_json,
-            tokenizer_json: &tokenizer_json,
-            safetensors: &safetensors,
-        })
+        Self::load(
+            &config_json,
+            &tokenizer_json,
+            safetensors,
+            BUNDLED_WEIGHTS,
+            BUNDLED_CARD,
+        )
     }
 
     /// The model card (thresholds, label names, training configuration, dev metrics).

@@ -73,23 +73,68 @@ fn ekman_mapping_is_the_goemotions_one() {
 #[test]
 fn valence_arousal_table_is_in_range_and_sensible() {
     for (v, a) in VA_TABLE {
-        assert!((0.0..=1.0).contains(&v) && (0.0..=1.0).contains(&a));
+        assert!((-1.0..=1.0).contains(&v) && (0.0..=1.0).contains(&a));
     }
+    // VADER's rating of "joy" is 2.8 on -4..4.
     let (joy_v, joy_a) = GoEmotion::Joy.valence_arousal();
-    assert!((joy_v - 0.96).abs() < 1e-6 && (joy_a - 0.824).abs() < 1e-6);
-    assert!(GoEmotion::Grief.valence_arousal().0 < -0.8);
+    assert!((joy_v - 0.7).abs() < 1e-6 && (joy_a - 0.65).abs() < 1e-6);
+    assert!(GoEmotion::Grief.valence_arousal().0 < -0.5);
+    assert_eq!(GoEmotion::Neutral.valence_arousal().0, 0.0);
     assert!(GoEmotion::Nervousness.valence_arousal().1 > GoEmotion::Sadness.valence_arousal().1);
+    // Every pleasant label above every unpleasant one.
+    let pleasant = [
+        GoEmotion::Admiration,
+        GoEmotion::Amusement,
+        GoEmotion::Gratitude,
+        GoEmotion::Joy,
+        GoEmotion::Love,
+        GoEmotion::Optimism,
+        GoEmotion::Relief,
+        GoEmotion::Pride,
+    ];
+    let unpleasant = [
+        GoEmotion::Anger,
+        GoEmotion::Disgust,
+        GoEmotion::Fear,
+        GoEmotion::Grief,
+        GoEmotion::Sadness,
+        GoEmotion::Remorse,
+        GoEmotion::Disappointment,
+    ];
+    for good in pleasant {
+        for bad in unpleasant {
+            assert!(
+                good.valence_arousal().0 > bad.valence_arousal().0,
+                "{good:?} {bad:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_model_card_lists_the_valence_arousal_table_of_the_code() {
+    let card: ModelCard = serde_json::from_slice(super::BUNDLED_CARD).expect("card");
+    assert_eq!(card.va_table.len(), NUM_GO);
+    for (entry, label) in card.va_table.iter().zip(GoEmotion::ALL) {
+        let (v, a) = label.valence_arousal();
+        assert_eq!(entry.label, label.name());
+        assert!(
+            (entry.valence - v).abs() < 1e-4 && (entry.arousal - a).abs() < 1e-4,
+            "{label:?}"
+        );
+    }
+    assert!(card.va_source.contains("VADER"), "{}", card.va_source);
 }
 
 #[test]
 fn valence_arousal_is_the_probability_weighted_mean() {
     let (v, a) = labels::valence_arousal(&one_hot(GoEmotion::Anger, 0.8));
-    assert!((v - (2.0 * 0.167 - 1.0)).abs() < 1e-5 && (a - 0.865).abs() < 1e-5);
+    assert!((v - -0.675).abs() < 1e-5 && (a - 0.8).abs() < 1e-5);
     let mut p = one_hot(GoEmotion::Joy, 0.5);
     p[GoEmotion::Sadness.index()] = 0.5;
     let (v, a) = labels::valence_arousal(&p);
-    assert!((v - (0.96 + (2.0 * 0.052 - 1.0)) / 2.0).abs() < 1e-5);
-    assert!((a - (0.824 + 0.288) / 2.0).abs() < 1e-5);
+    assert!((v - (0.7 - 0.475) / 2.0).abs() < 1e-5);
+    assert!((a - (0.65 + 0.2) / 2.0).abs() < 1e-5);
     // No mass, or garbage: the neutral point, never NaN.
     assert_eq!(labels::valence_arousal(&[0.0; NUM_GO]), (0.0, 0.0));
     let (v, a) = labels::valence_arousal(&[f32::NAN; NUM_GO]);

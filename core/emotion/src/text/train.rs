@@ -780,8 +780,8 @@ fn store(
                 }
             })
             .collect(),
-        va_source: "NRC Valence, Arousal, and Dominance Lexicon v1.0 (Mohammad, ACL 2018), \
-                    valence mapped to 2v-1"
+        va_source: "valence: VADER lexicon word ratings / 4 (Hutto & Gilbert 2014, MIT); \
+                    arousal: five circumplex levels of nexus-emotion (labels::VA_TABLE)"
             .into(),
         training: serde_json::json!({
             "command": "cargo xtask train-emotion",
