@@ -1,51 +1,12 @@
 //! The `nexus` binary, run as a user would.
 
+mod support;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
-
-/// The models cache, populated (once) through the project's fetch step.
-fn models_dir() -> PathBuf {
-    let gguf = nexus_testing::models::chat_gguf();
-    gguf.parent()
-        .and_then(Path::parent)
-        .expect("cache layout <cache>/<id>/<file>")
-        .to_path_buf()
-}
-
-fn nexus(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.env("NEXUS_DATA_DIR", data)
-        .env("NEXUS_MODELS_DIR", models_dir())
-        .env_remove("NEXUS_ENGINE")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(data: &Path, args: &[&str]) -> Output {
-    nexus(data).args(args).output().expect("run nexus")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
+use support::{nexus, ok, run, stderr};
 
 #[test]
 fn one_message_with_json_replies_persists_and_creates_the_default_companion() {

@@ -2,55 +2,20 @@
 //! emotion model needs the MiniLM files of the verified cache). Bad input of every kind must
 //! give a clear error (exit 2) or a result flagged as low confidence, never a crash.
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
-
-/// The models cache, populated (once) through the project's fetch step.
-fn models_dir() -> PathBuf {
-    let minilm = nexus_testing::models::embedding_dir();
-    nexus_testing::models::chat_gguf();
-    minilm
-        .parent()
-        .expect("cache layout <cache>/<id>/")
-        .to_path_buf()
-}
-
-fn nexus(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.env("NEXUS_DATA_DIR", data)
-        .env("NEXUS_MODELS_DIR", models_dir())
-        .env_remove("NEXUS_ENGINE")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(data: &Path, args: &[&str]) -> Output {
-    nexus(data).args(args).output().expect("run nexus")
-}
+use support::{json, nexus, ok, run};
 
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-fn ok(o: Output) -> String {
-    let (out, err) = text(&o);
-    assert!(
-        o.status.success(),
-        "failed: {:?}\nstdout: {out}\nstderr: {err}",
-        o.status
-    );
-    out
-}
-
-fn ok_json(o: Output) -> Value {
-    let out = ok(o);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// Fails with exit code 2 and a message containing every one of `words`.
@@ -78,7 +43,7 @@ fn s(p: &Path) -> &str {
 #[test]
 fn emotion_text_reads_the_feeling_in_the_documented_json_shape() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let v = ok_json(run(
+    let v = json(run(
         dir.path(),
         &[
             "emotion",
@@ -204,7 +169,7 @@ fn emotion_audio_reads_any_rate_and_channel_count() {
     let stereo: Vec<f32> = mono.iter().flat_map(|&x| [x, x]).collect();
     let path = dir.path().join("voice.wav");
     wav(&path, 44_100, 2, 24, &stereo);
-    let v = ok_json(run(dir.path(), &["emotion", "audio", s(&path), "--json"]));
+    let v = json(run(dir.path(), &["emotion", "audio", s(&path), "--json"]));
     assert_eq!(v["input"]["sample_rate"], 44_100);
     assert_eq!(v["input"]["channels"], 2);
     let f0 = v["summary"]["f0"]["mean_hz"].as_f64().expect("pitch found");
@@ -233,7 +198,7 @@ fn emotion_audio_on_ravdess_tells_angry_from_calm_speech() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let arousal = |p: &Path| {
-        ok_json(run(dir.path(), &["emotion", "audio", s(p), "--json"]))["arousal"]
+        json(run(dir.path(), &["emotion", "audio", s(p), "--json"]))["arousal"]
             .as_f64()
             .expect("arousal")
     };
@@ -287,7 +252,7 @@ fn bad_audio_is_an_error_or_flagged_low_confidence() {
     for (name, samples, problem) in cases {
         let path = d.join(name);
         wav(&path, 16_000, 1, 16, &samples);
-        let v = ok_json(run(d, &["emotion", "audio", s(&path), "--json"]));
+        let v = json(run(d, &["emotion", "audio", s(&path), "--json"]));
         assert_eq!(v["low_confidence"], true, "{name}: {v}");
         if !problem.is_empty() {
             assert!(
@@ -316,7 +281,7 @@ fn emotion_hr_reads_logs_gatt_payloads_and_apple_health_exports() {
     // Calm, then 40 % above resting: arousal rises.
     let log = hr_log(1_704_179_700_000, |i| if i < 300 { 65 } else { 95 }, 600);
     let path = file(d, "hr.txt", log.as_bytes());
-    let v = ok_json(run(d, &["emotion", "hr", s(&path), "--json"]));
+    let v = json(run(d, &["emotion", "hr", s(&path), "--json"]));
     let windows = v["windows"].as_array().expect("windows");
     assert_eq!(windows.len(), 2, "{v}");
     let arousal = |w: &Value| w["arousal"].as_f64().expect("arousal");
@@ -325,7 +290,7 @@ fn emotion_hr_reads_logs_gatt_payloads_and_apple_health_exports() {
     // 0x2A37 payloads (flags 0x16: 8-bit bpm, contact detected, RR present).
     let gatt = "16 48 02 03\n16 4a 00 03\n0x164c0003\n";
     let path = file(d, "gatt.txt", gatt.as_bytes());
-    let v = ok_json(run(d, &["emotion", "hr", s(&path), "--json"]));
+    let v = json(run(d, &["emotion", "hr", s(&path), "--json"]));
     assert_eq!(v["samples"], 3, "{v}");
     assert_eq!(v["windows"][0]["mean_bpm"], 74.0, "{v}");
     // An Apple Health export.
@@ -339,7 +304,7 @@ fn emotion_hr_reads_logs_gatt_payloads_and_apple_health_exports() {
     }
     xml.push_str("</HealthData>\n");
     let path = file(d, "export.xml", xml.as_bytes());
-    let v = ok_json(run(d, &["emotion", "hr", s(&path), "--json"]));
+    let v = json(run(d, &["emotion", "hr", s(&path), "--json"]));
     assert_eq!(v["samples"], 30, "{v}");
     assert_eq!(v["windows"].as_array().expect("windows").len(), 6);
     let out = ok(run(d, &["emotion", "hr", s(&path)]));
@@ -360,7 +325,7 @@ fn impossible_heart_rates_are_excluded_and_reported() {
     let mut log = hr_log(1_704_179_700_000, |_| 70, 30);
     log.push_str("1704179731000 0\n1704179732000 400\nnot a line\n");
     let path = file(d, "mixed.txt", log.as_bytes());
-    let v = ok_json(run(d, &["emotion", "hr", s(&path), "--json"]));
+    let v = json(run(d, &["emotion", "hr", s(&path), "--json"]));
     assert_eq!(v["samples"], 30);
     let excluded = v["excluded"].as_array().expect("excluded");
     assert_eq!(excluded.len(), 2, "{v}");
@@ -395,7 +360,7 @@ fn emotion_face_reads_blend_shapes_and_flags_bad_values() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let path = file(d, "happy.json", HAPPY_FACE.as_bytes());
-    let v = ok_json(run(d, &["emotion", "face", s(&path), "--json"]));
+    let v = json(run(d, &["emotion", "face", s(&path), "--json"]));
     assert_eq!(v["top"], "happy", "{v}");
     assert!(v["valence"].as_f64().expect("valence") > 0.5);
     assert_eq!(v["low_confidence"], false, "{v}");
@@ -407,7 +372,7 @@ fn emotion_face_reads_blend_shapes_and_flags_bad_values() {
         "bad.json",
         br#"{"mouthSmileLeft": 3.5, "jawOpen": -2, "browInnerUp": "x", "tongueOut": 0.2, "wings": 1}"#,
     );
-    let v = ok_json(run(d, &["emotion", "face", s(&path), "--json"]));
+    let v = json(run(d, &["emotion", "face", s(&path), "--json"]));
     assert_eq!(v["low_confidence"], true, "{v}");
     assert_eq!(
         v["issues"]["out_of_range"].as_array().expect("list").len(),
@@ -472,7 +437,7 @@ fn recorded_readings_and_chat_fill_the_journal() {
             "0",
         ],
     ));
-    let v = ok_json(run(d, &["journal", "--json"]));
+    let v = json(run(d, &["journal", "--json"]));
     assert_eq!(v["period"], "day");
     assert_eq!(v["counts"]["face"], 1, "{v}");
     assert_eq!(v["counts"]["text"], 1, "{v}");
@@ -506,7 +471,7 @@ fn recorded_readings_and_chat_fill_the_journal() {
         7,
         "one row per day: {week}"
     );
-    let v = ok_json(run(d, &["journal", "--week", "--json"]));
+    let v = json(run(d, &["journal", "--week", "--json"]));
     assert_eq!(v["buckets"].as_array().expect("days").len(), 7);
 }
 
@@ -530,7 +495,7 @@ fn the_journal_travels_in_the_export_archive() {
     );
     ok(run(&b, &["import-archive", s(&archive)]));
     ok(run(&b, &["import-archive", s(&archive)]));
-    let restored = ok_json(run(&b, &["journal", "--json"]));
+    let restored = json(run(&b, &["journal", "--json"]));
     assert_eq!(restored["counts"]["face"], 1, "{restored}");
     assert_eq!(restored["counts"]["fused"], 1, "restored once: {restored}");
 }
