@@ -8,7 +8,7 @@ use nexus_sync_protocol::DocId;
 
 use crate::crypto::SpaceKeys;
 use crate::doc::{DocName, Writer, declared_name, new_document, read_view, read_view_at, touched};
-use crate::mapping::{apply, capture, store_documents};
+use crate::mapping::{apply, capture, store_documents, store_journal};
 use crate::{Result, SyncError};
 
 /// Prefix of the sync state keys holding documents.
@@ -25,7 +25,7 @@ struct Slot {
     /// Changed since the last save.
     dirty: bool,
     /// For conversations: `(updated_at, message count)` at the last capture, to skip unchanged
-    /// ones cheaply. Not saved.
+    /// ones cheaply; for the journal: `(newest time, entry count)`.
     seen: Seen,
 }
 
@@ -167,6 +167,17 @@ impl Replica {
                 && let Ok(c) = store.conversation(cid)
             {
                 seen = Some((c.updated_at.0, store.message_count(cid)?));
+                if seen == slot.seen {
+                    continue;
+                }
+            }
+            if name == DocName::Journal {
+                // The journal only grows: its size and newest time tell whether it changed.
+                let entries = store_journal(store)?;
+                seen = Some((
+                    entries.iter().map(|e| e.at.0).max().unwrap_or(i64::MIN),
+                    entries.len(),
+                ));
                 if seen == slot.seen {
                     continue;
                 }
