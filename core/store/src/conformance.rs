@@ -2486,7 +2486,11 @@ pub fn put_journal_entries_inserts_and_replaces_by_id(store: &dyn Store) {
     let fresh = new_journal_entry(EmotionSource::Voice, 4_000);
     let result = store.put_journal_entries(&[fresh, bad]);
     assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
-    assert_eq!(whole_journal(store), expected, "nothing of the refused batch");
+    assert_eq!(
+        whole_journal(store),
+        expected,
+        "nothing of the refused batch"
+    );
     // The ids stay taken for `add_journal_entries`.
     let again = store.add_journal_entries(&[heart]);
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
+use nexus_store::EmotionSource;
 use nexus_store::Store;
 use nexus_sync::relay::Relay;
-use nexus_store::EmotionSource;
 use nexus_sync::{DocName, SyncClient};
 
 /// Device A with Mira (a memory, a conversation), device B joined and synced.
@@ -144,7 +144,11 @@ fn a_malformed_journal_reading_is_skipped_and_the_others_arrive() {
     .into_iter()
     .collect();
     Writer::new(&mut am)
-        .put_entity("readings", &nexus_common::JournalId::new().to_string(), &bad)
+        .put_entity(
+            "readings",
+            &nexus_common::JournalId::new().to_string(),
+            &bad,
+        )
         .unwrap();
     am.commit();
     let mut bytes = Vec::new();
