@@ -376,7 +376,8 @@ pub fn capture(
         }
         DocName::Journal => {
             // Append-only: entries never change once written, and the store deletes none
-            // (except `wipe`, which forgets the documents too). Only new ones are added.
+            // (except `wipe`, which forgets the documents too). Only new ones are added, so
+            // only the keys of `current` are needed (`doc::read_keys`).
             let known = current.collection(READINGS);
             for e in store_journal(store)? {
                 let key = e.id.to_string();

@@ -7,7 +7,9 @@ use nexus_store::Store;
 use nexus_sync_protocol::DocId;
 
 use crate::crypto::SpaceKeys;
-use crate::doc::{DocName, Writer, declared_name, new_document, read_view, read_view_at, touched};
+use crate::doc::{
+    DocName, Writer, declared_name, new_document, read_keys, read_view, read_view_at, touched,
+};
 use crate::mapping::{apply, capture, store_documents, store_journal};
 use crate::{Result, SyncError};
 
@@ -186,7 +188,12 @@ impl Replica {
             if before.is_empty() {
                 slot.doc = new_document(&name, &self.actor);
             }
-            let view = read_view(&slot.doc, name.layout());
+            let view = if name == DocName::Journal {
+                // Capturing the journal only adds entries: their keys are all it needs.
+                read_keys(&slot.doc, crate::mapping::READINGS)
+            } else {
+                read_view(&slot.doc, name.layout())
+            };
             capture(store, &name, &view, &mut Writer::new(&mut slot.doc))?;
             slot.doc.commit();
             if slot.seen != seen {
