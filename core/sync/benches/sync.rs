@@ -224,8 +224,9 @@ fn bench_year() {
     println!("## A year of daily use\n");
     println!(
         "Simulated: one companion; every day 20 messages (a new conversation each week), one \
-         memory with a 384-dimension embedding, a persona update, 24 heart-rate samples in the \
-         journal; the device syncs (captures) once a day.\n"
+         memory with a 384-dimension embedding, a persona update, a text reading and a fused \
+         state per user message and 24 heart-rate samples in the journal; the device syncs \
+         (captures) once a day.\n"
     );
     let store = MemoryStore::new();
     let mut client = SyncClient::create_space(&store, "mem://").unwrap();
