@@ -130,7 +130,7 @@ fn now() -> Timestamp {
     nexus_common::SystemClock.now()
 }
 
-fn recorded_note(fused: &FusedState) -> String {
+pub(crate) fn recorded_note(fused: &FusedState) -> String {
     format!(
         "recorded in the journal (fused state: valence {:+.2}, arousal {:.2}, confidence {:.2}{})",
         fused.valence,
@@ -462,9 +462,6 @@ fn hr_cmd(
     window_s: i64,
     resting_bpm: Option<f32>,
 ) -> Result<(), CliError> {
-    if window_s < 1 {
-        return Err(CliError::Usage("--window must be at least 1 second".into()));
-    }
     let bytes = read_file(path)?;
     let looks_like_xml = bytes
         .iter()
@@ -523,15 +520,7 @@ fn hr_cmd(
         }
         return Err(CliError::Usage(why));
     }
-    let baseline = match resting_bpm {
-        Some(bpm) => Baseline::new(bpm, None).ok_or_else(|| {
-            CliError::Usage(format!(
-                "--resting-bpm {bpm} is not a plausible resting heart rate"
-            ))
-        })?,
-        None => Baseline::from_history(&series).unwrap_or_else(Baseline::population_default),
-    };
-    let windows = analyze_windows(&series, window_s * 1000, &baseline);
+    let (baseline, windows) = hr_windows(&series, window_s, resting_bpm)?;
     let output = HrOutput {
         windows: windows.iter().map(hr_window_json).collect(),
         samples: series.len(),
@@ -548,15 +537,50 @@ fn hr_cmd(
     }
     if record {
         let app = native::open(config)?;
-        let mut last = None;
-        for w in windows.iter().filter(|w| w.stats.samples > 0) {
-            last = Some(app.record_reading(Signal::Heart(w), now(), None)?);
-        }
-        if let Some(fused) = last {
+        if let (_, Some(fused)) = record_hr_windows(&app, &windows)? {
             eprintln!("{}", recorded_note(&fused));
         }
     }
     Ok(())
+}
+
+/// The heart-rate windows of `series` (`window_s` seconds long) judged against a baseline: the
+/// given resting heart rate, else one estimated from the series (20 samples or more), else the
+/// population default. One sample makes a window too, with a low confidence.
+pub(crate) fn hr_windows(
+    series: &HrSeries,
+    window_s: i64,
+    resting_bpm: Option<f32>,
+) -> Result<(Baseline, Vec<HrReading>), CliError> {
+    if window_s < 1 {
+        return Err(CliError::Usage("--window must be at least 1 second".into()));
+    }
+    let baseline = match resting_bpm {
+        Some(bpm) => Baseline::new(bpm, None).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--resting-bpm {bpm} is not a plausible resting heart rate"
+            ))
+        })?,
+        None => Baseline::from_history(series).unwrap_or_else(Baseline::population_default),
+    };
+    let windows = analyze_windows(series, window_s.saturating_mul(1000), &baseline);
+    Ok((baseline, windows))
+}
+
+/// Records the windows that hold samples in the journal (heart readings at their end times,
+/// each with the fused state it leads to). Returns how many readings were recorded and the
+/// last fused state.
+pub(crate) fn record_hr_windows(
+    app: &Nexus,
+    windows: &[HrReading],
+) -> Result<(usize, Option<FusedState>), CliError> {
+    let mut recorded = 0;
+    let mut last = None;
+    for w in windows.iter().filter(|w| w.stats.samples > 0) {
+        last = Some(app.record_reading(Signal::Heart(w), now(), None)?);
+        recorded += 1;
+    }
+    Ok((recorded, last))
 }
 
 fn hr_window_json(w: &HrReading) -> serde_json::Value {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use nexus_app::native::{self, NativeConfig};
+use nexus_emotion::biometrics::{self, DEFAULT_WINDOW_MS, HrSample, HrSeries};
 use nexus_sync::net::{self, NetError, Report};
 use nexus_sync::{PairingCode, SyncClient, SyncError};
 use serde::Serialize;
@@ -70,12 +71,20 @@ pub struct PushHrArgs {
     /// One sample now, in beats per minute.
     #[arg(long, conflicts_with = "file")]
     bpm: Option<f64>,
-    /// A file of samples, one per line: `BPM` or `UNIX_MS BPM` (or `UNIX_MS,BPM`).
+    /// A file of samples, one per line: `BPM` (now; several such lines are 1 s apart), or any
+    /// line of a heart-rate log as `nexus emotion hr` reads it (`UNIX_MS BPM [RR_MS ...]`,
+    /// `UNIX_MS,BPM`, ISO 8601 times, 0x2A37 payloads).
     #[arg(long)]
     file: Option<PathBuf>,
     /// Name of the wearable.
     #[arg(long, default_value = "wearable")]
     source: String,
+    /// Window length in seconds (as in `nexus emotion hr`).
+    #[arg(long, default_value_t = DEFAULT_WINDOW_MS / 1000)]
+    window: i64,
+    /// Your resting heart rate (else estimated from the samples, or 70).
+    #[arg(long)]
+    resting_bpm: Option<f32>,
 }
 
 impl From<SyncError> for CliError {
@@ -262,61 +271,102 @@ pub fn device(config: &NativeConfig, cmd: DeviceCmd) -> Result<(), CliError> {
     }
 }
 
-fn parse_samples(text: &str, now: i64) -> Result<Vec<(i64, f64)>, CliError> {
-    let mut samples = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// Reads a file of samples into a validated series: lines holding only a BPM are samples of
+/// now (several of them 1 s apart, the last one now); every other line is read as
+/// `nexus emotion hr` reads heart-rate logs. Any unreadable line or impossible heart rate is
+/// an error (a wearable's data should be exact).
+fn parse_samples(text: &str, now: i64) -> Result<HrSeries, CliError> {
+    let bare = |line: &str| line.trim().parse::<f64>().ok();
+    let untimed = text.lines().filter(|l| bare(l).is_some()).count();
+    let mut next = now - 1000 * i64::try_from(untimed).unwrap_or(0).saturating_sub(1);
+    let mut log = String::with_capacity(text.len());
+    for line in text.lines() {
+        match bare(line) {
+            Some(bpm) => {
+                log.push_str(&format!("{next} {bpm}\n"));
+                next += 1000;
+            }
+            None => {
+                log.push_str(line);
+                log.push('\n');
+            }
         }
-        let parts: Vec<&str> = line
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|p| !p.is_empty())
-            .collect();
-        let bad = || CliError::Usage(format!("line {}: expected `BPM` or `UNIX_MS BPM`", n + 1));
-        let (at, bpm) = match parts.as_slice() {
-            [bpm] => (now, bpm.parse::<f64>().map_err(|_| bad())?),
-            [at, bpm] => (
-                at.parse::<i64>().map_err(|_| bad())?,
-                bpm.parse::<f64>().map_err(|_| bad())?,
-            ),
-            _ => return Err(bad()),
-        };
-        check_bpm(bpm)?;
-        samples.push((at, bpm));
     }
-    Ok(samples)
+    let parsed = biometrics::parse_hr_log_str(&log);
+    if let Some(e) = parsed.errors.first() {
+        return Err(CliError::Usage(format!(
+            "line {}: {} (expected `BPM` or `UNIX_MS BPM [RR_MS ...]`)",
+            e.line, e.message
+        )));
+    }
+    if let Some(e) = parsed.series.excluded().first() {
+        check_bpm(f64::from(e.bpm))?;
+    }
+    if parsed.series.is_empty() {
+        return Err(CliError::Usage("no heart-rate samples in the file".into()));
+    }
+    Ok(parsed.series)
 }
 
 fn check_bpm(bpm: f64) -> Result<(), CliError> {
-    if (20.0..=260.0).contains(&bpm) {
+    #[allow(clippy::cast_possible_truncation)]
+    if biometrics::is_plausible_bpm(bpm as f32) {
         Ok(())
     } else {
         Err(CliError::Usage(format!(
-            "a heart rate of {bpm} bpm is not plausible (20 to 260)"
+            "a heart rate of {bpm} bpm is not plausible (a human heart rate is between 20 and 250)"
         )))
     }
 }
 
+/// `nexus wearable push-hr`: the samples become heart readings of the emotion journal (with
+/// arousal and stress from `nexus_emotion::biometrics`, exactly as `nexus emotion hr --record`
+/// records them), which sync carries to the other devices; the raw samples also go into the
+/// journal document.
 pub fn wearable(config: &NativeConfig, cmd: WearableCmd) -> Result<(), CliError> {
     let WearableCmd::PushHr(args) = cmd;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let samples = match (args.bpm, &args.file) {
+    let series = match (args.bpm, &args.file) {
         (Some(bpm), None) => {
             check_bpm(bpm)?;
-            vec![(now, bpm)]
+            #[allow(clippy::cast_possible_truncation)]
+            HrSeries::from_samples([HrSample {
+                at_ms: now,
+                bpm: bpm as f32,
+                rr_ms: Vec::new(),
+            }])
         }
         (None, Some(file)) => parse_samples(&std::fs::read_to_string(file)?, now)?,
         _ => return Err(CliError::Usage("give --bpm N or --file FILE".into())),
     };
-    let store = native::open_store(&config.data_dir)?;
-    let mut client = open_client(&store)?;
-    let added = client.record_heart_rate(&samples, &args.source)?;
-    client.save(&store)?;
-    println!("{added} heart-rate sample(s) added to the journal.");
-    match net::sync_once(&mut client, &store, ROUND_TIMEOUT) {
+    let (_, windows) = crate::emotion::hr_windows(&series, args.window, args.resting_bpm)?;
+    let app = native::open(config)?;
+    let (recorded, fused) = crate::emotion::record_hr_windows(&app, &windows)?;
+    println!(
+        "{} heart-rate sample(s): {recorded} reading(s) added to the journal.",
+        series.len()
+    );
+    if let Some(fused) = &fused {
+        println!("{}", crate::emotion::recorded_note(fused));
+    }
+    let store = app.store();
+    let Some(mut client) = SyncClient::open(store)? else {
+        eprintln!(
+            "note: sync is not enabled on this device, so the readings stay here (`nexus device \
+             join CODE` to sync them)"
+        );
+        return Ok(());
+    };
+    let samples: Vec<(i64, f64)> = series
+        .samples()
+        .iter()
+        .map(|s| (s.at_ms, f64::from(s.bpm)))
+        .collect();
+    client.record_heart_rate(&samples, &args.source)?;
+    client.save(store)?;
+    match net::sync_once(&mut client, store, ROUND_TIMEOUT) {
         Ok(_) => println!("Synced."),
         Err(e) => eprintln!("warning: not synced yet ({e}); they are kept and sync later"),
     }
@@ -383,17 +433,29 @@ mod tests {
 
     #[test]
     fn sample_files_parse() {
-        let samples =
-            parse_samples("# hr\n72\n1700000000000 80.5\n1700000001000,90\n", 5).expect("ok");
+        let series = parse_samples(
+            "# hr\n72\n1700000000000 80.5\n1700000001000,90\n75\n1700000002000 91 800 810\n",
+            5_000,
+        )
+        .expect("ok");
+        let got: Vec<(i64, f32, usize)> = series
+            .samples()
+            .iter()
+            .map(|s| (s.at_ms, s.bpm, s.rr_ms.len()))
+            .collect();
         assert_eq!(
-            samples,
+            got,
             vec![
-                (5, 72.0),
-                (1_700_000_000_000, 80.5),
-                (1_700_000_001_000, 90.0)
+                (4_000, 72.0, 0),
+                (5_000, 75.0, 0),
+                (1_700_000_000_000, 80.5, 0),
+                (1_700_000_001_000, 90.0, 0),
+                (1_700_000_002_000, 91.0, 2),
             ]
         );
-        assert!(parse_samples("abc", 0).is_err());
+        assert!(parse_samples("abc def", 0).is_err());
         assert!(parse_samples("1000", 0).is_err(), "implausible");
+        assert!(parse_samples("1700000000000 0", 0).is_err(), "implausible");
+        assert!(parse_samples("# nothing\n", 0).is_err(), "empty");
     }
 }

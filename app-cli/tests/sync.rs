@@ -127,10 +127,24 @@ fn two_devices_pair_and_sync_through_the_server() {
     let mira = json(&ok(run(&a, &["companion", "show", "Mira", "--json"])));
     assert_eq!(mira["personality"], "bold", "{mira}");
 
-    // The wearable role: heart-rate samples travel in the journal.
+    // The wearable role: B (a watch) pushes heart rate; its readings reach A's journal.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    // A minute of samples, every 2 s, with RR intervals, ending a few minutes ago.
+    let mut log = String::from("# watch export\n");
+    for i in 0..30 {
+        let at = now_ms - 240_000 + i * 2_000;
+        let bpm = 80 + i % 7;
+        let rr = 60_000 / bpm;
+        log.push_str(&format!("{at} {bpm} {rr} {}\n", rr + 5));
+    }
+    log.push_str("74\n"); // a bare sample: now
     let samples = tmp.path().join("hr.txt");
-    std::fs::write(&samples, "1700000000000 61\n1700000060000 64\n").expect("write");
-    ok(run(&b, &["wearable", "push-hr", "--bpm", "72"]));
+    std::fs::write(&samples, log).expect("write");
+    let pushed = ok(run(&b, &["wearable", "push-hr", "--bpm", "72"]));
+    assert!(pushed.contains("Synced"), "{pushed}");
     ok(run(
         &b,
         &[
@@ -138,12 +152,102 @@ fn two_devices_pair_and_sync_through_the_server() {
             "push-hr",
             "--file",
             samples.to_str().expect("utf-8"),
+            "--source",
+            "watch",
         ],
     ));
+    let b_journal = json(&ok(run(&b, &["journal", "--week", "--json"])));
+    let heart = b_journal["counts"]["heart"]
+        .as_u64()
+        .expect("heart readings");
+    assert!(heart >= 2, "one per push and window: {b_journal}");
+    assert!(
+        b_journal["counts"]["fused"].as_u64() >= Some(heart),
+        "{b_journal}"
+    );
+    ok(run(&b, &["sync", "now"]));
     ok(run(&a, &["sync", "now"]));
+    let a_journal = json(&ok(run(&a, &["journal", "--week", "--json"])));
+    assert_eq!(a_journal["counts"], b_journal["counts"], "{a_journal}");
+    assert_eq!(a_journal["buckets"], b_journal["buckets"], "{a_journal}");
     let status = json(&ok(run(&a, &["sync", "status", "--json"])));
-    assert_eq!(status["heart_rate_samples"], 3, "{status}");
+    assert_eq!(
+        status["heart_rate_samples"], 32,
+        "the raw samples too: {status}"
+    );
+    assert_eq!(
+        status["journal_readings"].as_u64(),
+        Some(
+            b_journal["counts"]
+                .as_object()
+                .expect("counts")
+                .values()
+                .map(|n| n.as_u64().expect("count"))
+                .sum::<u64>()
+        ),
+        "{status}"
+    );
     assert_eq!(status["pending"], 0, "{status}");
+
+    // A reading recorded on A travels the other way.
+    let face = tmp.path().join("face.json");
+    std::fs::write(
+        &face,
+        r#"{"mouthSmileLeft": 0.8, "mouthSmileRight": 0.8, "cheekSquintLeft": 0.5,
+            "cheekSquintRight": 0.5, "eyeSquintLeft": 0.3, "eyeSquintRight": 0.3}"#,
+    )
+    .expect("write");
+    ok(run(
+        &a,
+        &["emotion", "face", face.to_str().expect("utf-8"), "--record"],
+    ));
+    ok(run(&a, &["sync", "now"]));
+    ok(run(&b, &["sync", "now"]));
+    let b_journal = json(&ok(run(&b, &["journal", "--week", "--json"])));
+    assert_eq!(b_journal["counts"]["face"], 1, "{b_journal}");
+
+    // Forgetting everything on a synced device leaves no user data in its directory: the
+    // documents of the sync state (journal included) go with the rest.
+    let secret = "Quetzalcoatl";
+    ok(run(
+        &a,
+        &["companion", "edit", "Mira", "--description", secret],
+    ));
+    ok(run(&a, &["sync", "now"]));
+    assert!(files(&a).iter().any(|(_, bytes)| contains(bytes, secret)));
+    ok(run(&a, &["forget-me", "--yes"]));
+    let left: Vec<_> = files(&a)
+        .into_iter()
+        .filter(|(_, bytes)| contains(bytes, secret) || contains(bytes, "Mira"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(left.is_empty(), "user data left in {left:?}");
+    let out = run(&a, &["sync", "status"]);
+    assert_eq!(out.status.code(), Some(2), "sync is off after forget-me");
+    let a_journal = json(&ok(run(&a, &["journal", "--json"])));
+    assert_eq!(a_journal["counts"], serde_json::json!({}), "{a_journal}");
+}
+
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[test]

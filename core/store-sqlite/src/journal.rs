@@ -53,6 +53,39 @@ pub(crate) fn add(conn: &Connection, entries: &[JournalEntry]) -> Result<()> {
     Ok(())
 }
 
+/// Inserts or replaces entries by id (validated by the caller); a replaced entry keeps its
+/// `seq` (its place among equal times).
+pub(crate) fn put(conn: &Connection, entries: &[JournalEntry]) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO emotion_journal (id, at, source, labels, valence, arousal, confidence,
+                                          conversation_id, message_id, details)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (id) DO UPDATE SET
+                 at = excluded.at, source = excluded.source, labels = excluded.labels,
+                 valence = excluded.valence, arousal = excluded.arousal,
+                 confidence = excluded.confidence, conversation_id = excluded.conversation_id,
+                 message_id = excluded.message_id, details = excluded.details",
+        )
+        .db()?;
+    for e in entries {
+        stmt.execute(params![
+            e.id.to_string(),
+            e.at.0,
+            e.source.as_str(),
+            to_json(&e.labels)?,
+            f64::from(e.valence),
+            f64::from(e.arousal),
+            f64::from(e.confidence),
+            e.conversation_id.map(|id| id.to_string()),
+            e.message_id.map(|id| id.to_string()),
+            to_json(&e.details)?,
+        ])
+        .db()?;
+    }
+    Ok(())
+}
+
 /// Entries with `from <= at < to`, by time then insertion order.
 pub(crate) fn range(
     conn: &Connection,

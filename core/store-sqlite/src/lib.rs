@@ -665,6 +665,16 @@ impl Store for SqliteStore {
         self.write(|tx| journal::add(tx, entries))
     }
 
+    fn put_journal_entries(&self, entries: &[JournalEntry]) -> Result<()> {
+        for entry in entries {
+            entry.validate()?;
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| journal::put(tx, entries))
+    }
+
     fn journal(&self, from: Timestamp, to: Timestamp) -> Result<Vec<JournalEntry>> {
         self.read(|tx| journal::range(tx, from, to))
     }

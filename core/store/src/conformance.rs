@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             journal_links_are_kept_after_their_conversation_is_deleted,
             put_memories_writes_every_field_and_links_within_the_batch,
             put_memories_checks_its_rules_and_writes_nothing_on_failure,
+            put_journal_entries_inserts_and_replaces_by_id,
             sync_values_set_delete_list_and_are_wiped,
         );
     };
@@ -2450,6 +2451,50 @@ pub fn journal_links_are_kept_after_their_conversation_is_deleted(store: &dyn St
 }
 
 // --- replication (nexus-sync) ---
+
+/// `put_journal_entries` inserts new entries and replaces existing ones by id with every field
+/// (a replaced entry keeps its place among equal times); writing the same entries again changes
+/// nothing; a refused batch writes nothing.
+pub fn put_journal_entries_inserts_and_replaces_by_id(store: &dyn Store) {
+    let first = new_journal_entry(EmotionSource::Text, 2_000);
+    let second = new_journal_entry(EmotionSource::Fused, 2_000);
+    store
+        .add_journal_entries(&[first.clone(), second.clone()])
+        .expect("add");
+    let mut replaced = first.clone();
+    replaced.labels = vec![("fear".to_owned(), 0.5)];
+    replaced.valence = -0.25;
+    replaced.arousal = 0.125;
+    replaced.confidence = 0.375;
+    replaced.conversation_id = Some(ConversationId::new());
+    replaced.message_id = Some(MessageId::new());
+    replaced.details = serde_json::json!({"replicated": true});
+    let mut heart = new_journal_entry(EmotionSource::Heart, 1_000);
+    heart.labels.clear();
+    store
+        .put_journal_entries(&[heart.clone(), replaced.clone()])
+        .expect("put");
+    let expected = vec![heart.clone(), replaced.clone(), second.clone()];
+    assert_eq!(whole_journal(store), expected);
+    store
+        .put_journal_entries(&[replaced.clone(), heart.clone()])
+        .expect("put again");
+    store.put_journal_entries(&[]).expect("nothing");
+    assert_eq!(whole_journal(store), expected, "idempotent");
+    let mut bad = new_journal_entry(EmotionSource::Face, 5_000);
+    bad.valence = 2.0;
+    let fresh = new_journal_entry(EmotionSource::Voice, 4_000);
+    let result = store.put_journal_entries(&[fresh, bad]);
+    assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+    assert_eq!(
+        whole_journal(store),
+        expected,
+        "nothing of the refused batch"
+    );
+    // The ids stay taken for `add_journal_entries`.
+    let again = store.add_journal_entries(&[heart]);
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+}
 
 /// `put_memories` inserts new memories and replaces existing ones with every field as given,
 /// including the fields the store otherwise manages; links may point forward in the batch.

@@ -271,6 +271,12 @@ pub trait Store: Send + Sync {
     /// ([`StoreError::Invalid`]). A memory may name one that comes later in the same batch. On
     /// any failure nothing is written.
     fn put_memories(&self, memories: &[MemoryItem]) -> Result<()>;
+    /// Writes journal entries exactly as given, by id: inserts the ones whose id is new and
+    /// replaces every field of the others, atomically, after [`JournalEntry::validate`] (on any
+    /// failure nothing is written). A replaced entry keeps its place among entries with the
+    /// same time. This is how replicated entries arrive from another device; writing the same
+    /// entry twice changes nothing.
+    fn put_journal_entries(&self, entries: &[JournalEntry]) -> Result<()>;
     /// A value of the sync engine's local state (documents, cursors, queued changes), if set.
     /// This state holds user data (the documents): [`Store::wipe`] deletes it too.
     fn sync_value(&self, key: &str) -> Result<Option<Vec<u8>>>;

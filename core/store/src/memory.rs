@@ -560,6 +560,34 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn put_journal_entries(&self, entries: &[JournalEntry]) -> Result<()> {
+        for entry in entries {
+            entry.validate()?;
+        }
+        let mut inner = self.lock();
+        for entry in entries {
+            let current = inner
+                .journal_ids
+                .contains(&entry.id)
+                .then(|| inner.journal.iter().position(|e| e.id == entry.id))
+                .flatten();
+            match current {
+                Some(i) if inner.journal[i].at == entry.at => inner.journal[i] = entry.clone(),
+                Some(i) => {
+                    inner.journal.remove(i);
+                    let at = inner.journal.partition_point(|e| e.at <= entry.at);
+                    inner.journal.insert(at, entry.clone());
+                }
+                None => {
+                    let at = inner.journal.partition_point(|e| e.at <= entry.at);
+                    inner.journal.insert(at, entry.clone());
+                    inner.journal_ids.insert(entry.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn journal(&self, from: Timestamp, to: Timestamp) -> Result<Vec<JournalEntry>> {
         let inner = self.lock();
         let start = inner.journal.partition_point(|e| e.at < from);

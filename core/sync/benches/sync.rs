@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use automerge::{ActorId, AutoCommit};
-use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_common::{CompanionId, ConversationId, JournalId, MemoryId, MessageId, Timestamp};
 use nexus_store::{
-    Companion, Conversation, MemoryItem, MemoryKind, MemoryStore, Message, PersonaState, Role,
-    Store,
+    Companion, Conversation, EmotionSource, JournalEntry, MemoryItem, MemoryKind, MemoryStore,
+    Message, PersonaState, Role, Store,
 };
 use nexus_sync::doc::{DocName, Field, Record, Writer, new_document};
 use nexus_sync::relay::Relay;
@@ -224,8 +224,9 @@ fn bench_year() {
     println!("## A year of daily use\n");
     println!(
         "Simulated: one companion; every day 20 messages (a new conversation each week), one \
-         memory with a 384-dimension embedding, a persona update, 24 heart-rate samples in the \
-         journal; the device syncs (captures) once a day.\n"
+         memory with a 384-dimension embedding, a persona update, a text reading and a fused \
+         state per user message and 24 heart-rate samples in the journal; the device syncs \
+         (captures) once a day.\n"
     );
     let store = MemoryStore::new();
     let mut client = SyncClient::create_space(&store, "mem://").unwrap();
@@ -306,6 +307,52 @@ fn bench_year() {
                 &[],
             )
             .unwrap();
+        // What the chat journals: a text reading and a fused state per user message.
+        let journal: Vec<JournalEntry> = messages
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .flat_map(|m| {
+                let ekman = serde_json::json!([
+                    ["joy", 0.61],
+                    ["neutral", 0.2],
+                    ["surprise", 0.08],
+                    ["sadness", 0.05],
+                    ["anger", 0.03],
+                    ["fear", 0.02],
+                    ["disgust", 0.01]
+                ]);
+                let entry = |source, details| JournalEntry {
+                    id: JournalId::new(),
+                    at: m.created_at,
+                    source,
+                    labels: vec![
+                        ("joy".into(), 0.52),
+                        ("gratitude".into(), 0.21),
+                        ("neutral".into(), 0.12),
+                        ("optimism".into(), 0.07),
+                    ],
+                    valence: 0.43,
+                    arousal: 0.38,
+                    confidence: 0.71,
+                    conversation_id: Some(conv),
+                    message_id: Some(m.id),
+                    details,
+                };
+                [
+                    entry(
+                        EmotionSource::Text,
+                        serde_json::json!({"ekman": ekman, "active": ["joy"], "flags":
+                            {"empty": false, "maybe_not_english": false, "truncated": false}}),
+                    ),
+                    entry(
+                        EmotionSource::Fused,
+                        serde_json::json!({"status": "confident", "disagreement": 0.0,
+                            "contributions": [{"source": "text", "weight": 1.0, "age_ms": 0}]}),
+                    ),
+                ]
+            })
+            .collect();
+        store.add_journal_entries(&journal).unwrap();
         let samples: Vec<(i64, f64)> = (0..24)
             .map(|h| (at + h * 3_600_000, 60.0 + (h % 7) as f64))
             .collect();
@@ -385,6 +432,13 @@ fn bench_year() {
     );
     assert_eq!(store_b.list_memories(mira.id, true).unwrap().len(), 365);
     assert_eq!(b.heart_rate().len(), 365 * 24);
+    assert_eq!(
+        store_b
+            .journal(Timestamp(i64::MIN), Timestamp(i64::MAX))
+            .unwrap()
+            .len(),
+        365 * 20
+    );
     println!();
 }
 

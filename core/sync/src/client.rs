@@ -92,6 +92,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Heart-rate samples in the journal document.
     pub heart_rate_samples: usize,
+    /// Emotion journal entries in the journal document.
+    pub journal_readings: usize,
 }
 
 /// An entry and its decrypted content.
@@ -398,11 +400,12 @@ impl SyncClient {
         Ok(())
     }
 
-    /// Records heart-rate samples (time in ms, beats per minute) from a wearable into the
-    /// journal document and queues them for the other devices. Returns how many were new.
+    /// Records raw heart-rate samples (time in ms, beats per minute) from a wearable into the
+    /// journal document's `heart_rate` collection and queues them for the other devices.
+    /// Returns how many were new.
     ///
-    /// The journal's store tables arrive with the emotion work; until then the samples live in
-    /// the journal document only (see docs/SYNC.md).
+    /// The samples stay in the document (the store keeps the readings derived from them: heart
+    /// journal entries, which travel in `readings` like every journal entry; see docs/SYNC.md).
     pub fn record_heart_rate(&mut self, samples: &[(i64, f64)], source: &str) -> Result<usize> {
         let known = self.heart_rate().len();
         let change = self.replica.edit(&self.keys, &DocName::Journal, |w| {
@@ -453,6 +456,10 @@ impl SyncClient {
 
     /// A summary of the state.
     pub fn status(&self) -> Status {
+        let journal_readings = self
+            .replica
+            .view(&self.keys, &DocName::Journal)
+            .map_or(0, |v| v.collection(crate::mapping::READINGS).len());
         Status {
             server: self.config.server.clone(),
             space: self.config.space.to_string(),
@@ -462,6 +469,7 @@ impl SyncClient {
             waiting: self.replica.waiting(),
             last_error: self.session.last_error().map(str::to_owned),
             heart_rate_samples: self.heart_rate().len(),
+            journal_readings,
         }
     }
 }

@@ -326,6 +326,20 @@ pub fn touched(doc: &mut AutoCommit, before: &[ChangeHash], after: &[ChangeHash]
     touched
 }
 
+/// The entity keys of collection `part` (their records are not read; they read as empty).
+pub fn read_keys(doc: &AutoCommit, part: &str) -> View {
+    let mut view = View::default();
+    if let Some(obj) = map_obj(doc, &ROOT, part) {
+        let keys = doc
+            .map_range(&obj, ..)
+            .filter(|item| matches!(item.value, ValueRef::Object(ObjType::Map)))
+            .map(|item| (item.key.to_string(), Record::new()))
+            .collect();
+        view.collections.insert(part.to_owned(), keys);
+    }
+    view
+}
+
 /// Reads the parts of `layout` out of `doc`.
 pub fn read_view(doc: &AutoCommit, layout: Layout) -> View {
     read_view_at(doc, layout, None, None)

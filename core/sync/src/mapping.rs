@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
 use nexus_store::{
-    Companion, Conversation, MemoryItem, MemoryKind, Message, PersonaChange, PersonaState, Role,
-    Store, StoreError,
+    Companion, Conversation, EmotionSource, JournalEntry, MemoryItem, MemoryKind, Message,
+    PersonaChange, PersonaState, Role, Store, StoreError,
 };
 use sha2::{Digest, Sha256};
 
@@ -269,11 +269,75 @@ fn message_from(conversation_id: ConversationId, key: &str, r: &Record) -> Resul
     })
 }
 
+/// The journal collection of the store's emotion journal entries.
+pub const READINGS: &str = "readings";
+
+fn journal_record(e: &JournalEntry) -> Record {
+    rec([
+        ("at", Field::Int(e.at.0)),
+        ("source", s(e.source.as_str())),
+        (
+            "labels",
+            s(&serde_json::to_string(&e.labels).unwrap_or_else(|_| "[]".to_owned())),
+        ),
+        ("valence", Field::F64(f64::from(e.valence))),
+        ("arousal", Field::F64(f64::from(e.arousal))),
+        ("confidence", Field::F64(f64::from(e.confidence))),
+        (
+            "conversation_id",
+            opt_s(e.conversation_id.map(|id| id.to_string()).as_deref()),
+        ),
+        (
+            "message_id",
+            opt_s(e.message_id.map(|id| id.to_string()).as_deref()),
+        ),
+        (
+            "details",
+            s(&serde_json::to_string(&e.details).unwrap_or_else(|_| "null".to_owned())),
+        ),
+    ])
+}
+
+/// A journal entry of the document; `None` (skipped, with a warning) if it is malformed or
+/// breaks the store's rules: one bad reading written elsewhere must not stop the others.
+fn journal_from(key: &str, r: &Record) -> Option<JournalEntry> {
+    let entry = (|| {
+        Some(JournalEntry {
+            id: key.parse().ok()?,
+            at: Timestamp(get_i64(r, "at")?),
+            source: EmotionSource::parse(&get_str(r, "source")?)?,
+            labels: match get_str(r, "labels") {
+                Some(json) => serde_json::from_str(&json).ok()?,
+                None => Vec::new(),
+            },
+            valence: get_f32(r, "valence").unwrap_or(0.0),
+            arousal: get_f32(r, "arousal").unwrap_or(0.0),
+            confidence: get_f32(r, "confidence").unwrap_or(0.0),
+            conversation_id: get_str(r, "conversation_id").and_then(|id| id.parse().ok()),
+            message_id: get_str(r, "message_id").and_then(|id| id.parse().ok()),
+            details: get_str(r, "details")
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or(serde_json::Value::Null),
+        })
+    })()
+    .filter(|e| e.validate().is_ok());
+    if entry.is_none() {
+        tracing::warn!("sync: skipped the malformed journal reading {key:?}");
+    }
+    entry
+}
+
+/// The whole emotion journal of the store, oldest first.
+pub fn store_journal(store: &dyn Store) -> Result<Vec<JournalEntry>> {
+    Ok(store.journal(Timestamp(i64::MIN), Timestamp(i64::MAX))?)
+}
+
 // --- store -> document -----------------------------------------------------------------------
 
-/// The documents the store's content lives in (settings, every companion, every conversation).
+/// The documents the store's content lives in (settings, the journal, every companion, every
+/// conversation).
 pub fn store_documents(store: &dyn Store) -> Result<Vec<DocName>> {
-    let mut names = vec![DocName::Settings];
+    let mut names = vec![DocName::Settings, DocName::Journal];
     for c in store.list_companions()? {
         names.push(DocName::Companion(c.id));
         for conv in store.list_conversations(c.id)? {
@@ -310,7 +374,18 @@ pub fn capture(
                 .collect();
             w.set_record("settings", &settings)?;
         }
-        DocName::Journal => {}
+        DocName::Journal => {
+            // Append-only: entries never change once written, and the store deletes none
+            // (except `wipe`, which forgets the documents too). Only new ones are added, so
+            // only the keys of `current` are needed (`doc::read_keys`).
+            let known = current.collection(READINGS);
+            for e in store_journal(store)? {
+                let key = e.id.to_string();
+                if !known.contains_key(&key) {
+                    w.put_entity(READINGS, &key, &journal_record(&e))?;
+                }
+            }
+        }
         DocName::Companion(id) => {
             let Some(companion) = missing(store.companion(*id))? else {
                 if !current.record("profile").is_empty()
@@ -451,7 +526,17 @@ pub fn apply(
                 }
             }
         }
-        DocName::Journal => {}
+        DocName::Journal => {
+            // New or changed readings, upserted by id (re-applying one changes nothing).
+            // Readings removed from the document stay in the store (the journal is append-only).
+            let (old, new) = (before.collection(READINGS), after.collection(READINGS));
+            let puts: Vec<JournalEntry> = new
+                .iter()
+                .filter(|(k, r)| full || old.get(*k) != Some(*r))
+                .filter_map(|(k, r)| journal_from(k, r))
+                .collect();
+            store.put_journal_entries(&puts)?;
+        }
         DocName::Companion(id) => {
             let profile = after.record("profile");
             if profile.is_empty() {

@@ -7,8 +7,10 @@ use nexus_store::Store;
 use nexus_sync_protocol::DocId;
 
 use crate::crypto::SpaceKeys;
-use crate::doc::{DocName, Writer, declared_name, new_document, read_view, read_view_at, touched};
-use crate::mapping::{apply, capture, store_documents};
+use crate::doc::{
+    DocName, Writer, declared_name, new_document, read_keys, read_view, read_view_at, touched,
+};
+use crate::mapping::{apply, capture, store_documents, store_journal};
 use crate::{Result, SyncError};
 
 /// Prefix of the sync state keys holding documents.
@@ -25,7 +27,7 @@ struct Slot {
     /// Changed since the last save.
     dirty: bool,
     /// For conversations: `(updated_at, message count)` at the last capture, to skip unchanged
-    /// ones cheaply. Not saved.
+    /// ones cheaply; for the journal: `(newest time, entry count)`.
     seen: Seen,
 }
 
@@ -171,11 +173,27 @@ impl Replica {
                     continue;
                 }
             }
+            if name == DocName::Journal {
+                // The journal only grows: its size and newest time tell whether it changed.
+                let entries = store_journal(store)?;
+                seen = Some((
+                    entries.iter().map(|e| e.at.0).max().unwrap_or(i64::MIN),
+                    entries.len(),
+                ));
+                if seen == slot.seen {
+                    continue;
+                }
+            }
             let before: Vec<ChangeHash> = slot.doc.get_heads();
             if before.is_empty() {
                 slot.doc = new_document(&name, &self.actor);
             }
-            let view = read_view(&slot.doc, name.layout());
+            let view = if name == DocName::Journal {
+                // Capturing the journal only adds entries: their keys are all it needs.
+                read_keys(&slot.doc, crate::mapping::READINGS)
+            } else {
+                read_view(&slot.doc, name.layout())
+            };
             capture(store, &name, &view, &mut Writer::new(&mut slot.doc))?;
             slot.doc.commit();
             if slot.seen != seen {

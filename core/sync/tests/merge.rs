@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use nexus_store::EmotionSource;
 use nexus_store::Store;
 use nexus_sync::relay::Relay;
 use nexus_sync::{DocName, SyncClient};
@@ -65,6 +66,101 @@ fn both_add_memories_offline_and_both_survive() {
             "The user plays chess."
         ]
     );
+}
+
+#[test]
+fn both_add_journal_entries_offline_and_both_survive() {
+    let (mut relay, mut devices, _, _) = two_devices();
+    // Before going offline: an entry that reaches the other device in the normal way.
+    let shared = journal_entry(EmotionSource::Text, 1_500, -0.25);
+    add_journal(&devices[0].store, std::slice::from_ref(&shared));
+    settle(&mut devices, &mut relay);
+    assert_eq!(journal(&devices[1].store), vec![shared.clone()]);
+    for d in devices.iter_mut() {
+        d.go_offline(&mut relay);
+    }
+    // A: a text reading and its fused state; B (a watch): heart-rate readings, one at the same
+    // time as A's reading.
+    let text = journal_entry(EmotionSource::Text, 2_000, 0.5);
+    let mut fused = journal_entry(EmotionSource::Fused, 2_000, 0.4);
+    fused.details = serde_json::json!({"contributions": [{"source": "text", "weight": 1.0}]});
+    add_journal(&devices[0].store, &[text.clone(), fused.clone()]);
+    let mut heart = journal_entry(EmotionSource::Heart, 2_000, 0.0);
+    heart.labels.clear();
+    heart.conversation_id = None;
+    heart.message_id = None;
+    let mut later = heart.clone();
+    later.id = nexus_common::JournalId::new();
+    later.at = nexus_common::Timestamp(2_300_000);
+    add_journal(&devices[1].store, &[heart.clone(), later.clone()]);
+    settle(&mut devices, &mut relay);
+    assert_converged(&devices);
+    for d in &devices {
+        let mut got = journal(&d.store);
+        got.sort_by_key(|e| (e.at, e.id));
+        let mut want = vec![
+            shared.clone(),
+            text.clone(),
+            fused.clone(),
+            heart.clone(),
+            later.clone(),
+        ];
+        want.sort_by_key(|e| (e.at, e.id));
+        assert_eq!(got, want, "every entry, every field, on every device");
+    }
+    // Nothing left to capture: the stores and the journal document agree.
+    for d in devices.iter_mut() {
+        assert_eq!(d.client.sync_local(&d.store).unwrap(), 0);
+        assert_eq!(d.client.status().journal_readings, 5);
+    }
+    // A restarted device that joins later gets the whole journal.
+    let c = Device::join(&devices[0].code());
+    devices.push(c);
+    settle(&mut devices, &mut relay);
+    assert_converged(&devices);
+    assert_eq!(journal(&devices[2].store).len(), 5);
+}
+
+#[test]
+fn a_malformed_journal_reading_is_skipped_and_the_others_arrive() {
+    use nexus_sync::doc::{Field, Writer};
+    let (mut relay, mut devices, _, _) = two_devices();
+    let good = journal_entry(EmotionSource::Face, 5_000, 0.25);
+    add_journal(&devices[0].store, std::slice::from_ref(&good));
+    let a = &mut devices[0];
+    a.client.sync_local(&a.store).unwrap();
+    // Another writer (a future version, another library) puts a reading the store refuses.
+    let doc = a
+        .client
+        .export_document(&DocName::Journal)
+        .expect("journal document");
+    let mut am = automerge::AutoCommit::load(&doc).unwrap();
+    let before = am.get_heads();
+    let bad: nexus_sync::doc::Record = [
+        ("at".to_owned(), Field::Int(6_000)),
+        ("source".to_owned(), Field::Str("text".into())),
+        ("valence".to_owned(), Field::F64(7.0)),
+    ]
+    .into_iter()
+    .collect();
+    Writer::new(&mut am)
+        .put_entity(
+            "readings",
+            &nexus_common::JournalId::new().to_string(),
+            &bad,
+        )
+        .unwrap();
+    am.commit();
+    let mut bytes = Vec::new();
+    for c in am.get_changes(&before) {
+        bytes.extend_from_slice(c.raw_bytes());
+    }
+    a.client
+        .import_document(&a.store, &DocName::Journal, &bytes)
+        .unwrap();
+    settle(&mut devices, &mut relay);
+    assert_eq!(journal(&devices[1].store), vec![good.clone()]);
+    assert_eq!(journal(&devices[0].store), vec![good]);
 }
 
 #[test]

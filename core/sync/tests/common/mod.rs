@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use nexus_common::{CompanionId, ConversationId, MemoryId, MessageId, Timestamp};
+use nexus_common::{CompanionId, ConversationId, JournalId, MemoryId, MessageId, Timestamp};
 use nexus_store::{
-    Companion, Conversation, MemoryItem, MemoryKind, MemoryStore, Message, PersonaChange,
-    PersonaState, Role, Store,
+    Companion, Conversation, EmotionSource, JournalEntry, MemoryItem, MemoryKind, MemoryStore,
+    Message, PersonaChange, PersonaState, Role, Store,
 };
 use nexus_sync::relay::{ConnId, Relay};
 use nexus_sync::{PairingCode, SyncClient};
@@ -170,6 +170,14 @@ pub fn dump(store: &dyn Store) -> String {
     for (k, v) in store.settings().unwrap() {
         writeln!(out, "setting {k}={v}").unwrap();
     }
+    // Equal times may be stored in another order on each device (the order they arrived).
+    let mut journal = store
+        .journal(Timestamp(i64::MIN), Timestamp(i64::MAX))
+        .unwrap();
+    journal.sort_by_key(|e| (e.at, e.id));
+    for e in journal {
+        writeln!(out, "journal {e:?}").unwrap();
+    }
     out
 }
 
@@ -269,4 +277,32 @@ pub fn set_trust(store: &dyn Store, companion: CompanionId, trust: f32, at: i64)
         at: Timestamp(at),
     };
     store.save_persona_state(&state, &[change]).unwrap();
+}
+
+/// A journal reading of `source` at `at`, with every field set.
+pub fn journal_entry(source: EmotionSource, at: i64, valence: f32) -> JournalEntry {
+    JournalEntry {
+        id: JournalId::new(),
+        at: Timestamp(at),
+        source,
+        labels: vec![("joy".to_owned(), 0.75), ("surprise".to_owned(), 0.1 + 0.2)],
+        valence,
+        arousal: 0.123_456_79,
+        confidence: 0.8,
+        conversation_id: Some(ConversationId::new()),
+        message_id: Some(MessageId::new()),
+        details: serde_json::json!({"flags": {"empty": false}, "note": "ünïcödé ✓", "x": 0.1}),
+    }
+}
+
+/// Adds journal entries to a device's store.
+pub fn add_journal(store: &dyn Store, entries: &[JournalEntry]) {
+    store.add_journal_entries(entries).unwrap();
+}
+
+/// The whole journal of a store, oldest first.
+pub fn journal(store: &dyn Store) -> Vec<JournalEntry> {
+    store
+        .journal(Timestamp(i64::MIN), Timestamp(i64::MAX))
+        .unwrap()
 }
