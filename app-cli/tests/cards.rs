@@ -1,37 +1,18 @@
 //! `nexus card import|export`, run as a user would (no model needed).
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
+use support::{ok, run_without_models as run};
 
 const V3_FULL: &str = include_str!("../../core/companion/tests/card_fixtures/v3_full.json");
 const V2_FULL: &str = include_str!("../../core/companion/tests/card_fixtures/v2_full.json");
 
-fn run(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .env("NEXUS_DATA_DIR", data)
-        // Import and export never touch the models: point them somewhere empty.
-        .env("NEXUS_MODELS_DIR", data.join("no-models"))
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .expect("run nexus")
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
 }
 
 /// Runs a command that must fail with `code`, returning its stderr.

@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{code, json, ok, run, run_with_input, stderr, stdout};
+use support::{code, contains, files, json, ok, run, run_with_input, stderr, stdout};
 
 fn chat_json(data: &Path, message: &str) -> serde_json::Value {
     json(run(
@@ -128,29 +128,6 @@ fn companion_show_displays_traits_and_the_user_can_lock_them() {
     ok(run(d, &["companion", "unlock", "Mira", "extraversion"]));
     let v = json(run(d, &["companion", "show", "Mira", "--json"]));
     assert_eq!(v["persona"]["locked"], serde_json::json!([]));
-}
-
-/// Every file under `dir` (recursively) with its bytes.
-fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else if let Ok(bytes) = std::fs::read(&p) {
-            out.push((p, bytes));
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[test]

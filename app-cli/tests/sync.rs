@@ -1,11 +1,13 @@
 //! `nexus sync`, `nexus device`, `nexus wearable`: two data directories ("devices") syncing
 //! through a real sync server on 127.0.0.1, run as a user would.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use nexus_sync_server::{App, Limits, SqliteStorage, serve};
 use serde_json::Value;
+use support::{contains, files, ok, run_without_models as run};
 
 fn start_server(dir: &Path) -> String {
     let storage = SqliteStorage::open(dir).expect("server storage");
@@ -60,27 +62,6 @@ fn start_stoppable(
         });
     });
     (rx.recv().expect("server address"), stop, handle)
-}
-
-fn run(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .env("NEXUS_DATA_DIR", data)
-        .env("NEXUS_MODELS_DIR", data.join("no-models"))
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .expect("run nexus")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn json(out: &str) -> Value {
@@ -226,28 +207,6 @@ fn two_devices_pair_and_sync_through_the_server() {
     assert_eq!(out.status.code(), Some(2), "sync is off after forget-me");
     let a_journal = json(&ok(run(&a, &["journal", "--json"])));
     assert_eq!(a_journal["counts"], serde_json::json!({}), "{a_journal}");
-}
-
-fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else if let Ok(bytes) = std::fs::read(&p) {
-            out.push((p, bytes));
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[test]

@@ -30,6 +30,18 @@ pub fn run(data: &Path, args: &[&str]) -> Output {
     nexus(data).args(args).output().expect("run nexus")
 }
 
+/// Runs `nexus ARGS` for commands that never touch the models (the models directory is an
+/// empty folder inside the data directory).
+pub fn run_without_models(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .env("NEXUS_DATA_DIR", data)
+        .env("NEXUS_MODELS_DIR", data.join("no-models"))
+        .stdin(Stdio::null())
+        .args(args)
+        .output()
+        .expect("run nexus")
+}
+
 /// Runs `nexus ARGS` with `input` on standard input.
 pub fn run_with_input(data: &Path, args: &[&str], input: &str) -> Output {
     use std::io::Write;
@@ -78,4 +90,28 @@ pub fn code(o: &Output) -> i32 {
 pub fn json(o: Output) -> serde_json::Value {
     let out = ok(o);
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Every file under `dir` (recursively) with its bytes.
+pub fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, bytes));
+        }
+    }
+    out
+}
+
+/// Whether `haystack` holds `needle` (ASCII case-insensitive).
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
