@@ -6,97 +6,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use nexus_sync_protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, http, routes};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`; returns
-/// (CA PEM, certificate file, key file).
-fn certificates(dir: &Path) -> (String, PathBuf, PathBuf) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Nexus test CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "nexus sync test server");
-    let key = KeyPair::generate().unwrap();
-    let cert = server.signed_by(&key, &issuer).unwrap();
-    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    (ca_pem, cert_file, key_file)
-}
-
-fn connector(ca_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
-
-async fn tls_connect(
-    tls: &TlsConnector,
-    addr: SocketAddr,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    tls.connect(name, tcp).await.unwrap()
-}
-
-/// An HTTPS/1.1 request; returns the status and the whole response.
-async fn https(
-    tls: &TlsConnector,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> (u16, String) {
-    let mut s = tls_connect(tls, addr).await;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad response {text:?}"));
-    (status, text)
-}
 
 #[tokio::test]
 async fn the_binary_serves_https_and_wss() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path());
+    let TestCerts {
+        ca_pem: ca,
+        cert,
+        key,
+    } = certificates(dir.path());
     let data = dir.path().join("data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-sync-server"))
         .args(["--listen", "127.0.0.1:0", "--data"])
@@ -125,9 +49,9 @@ async fn the_binary_serves_https_and_wss() {
             .unwrap(),
     };
     let addr = proc.addr;
-    let tls = connector(&ca);
+    let tls = tls_connector(&ca);
 
-    let (status, text) = https(&tls, addr, "GET", "/health", "", "").await;
+    let (status, text) = https(&tls, addr, "GET", "/health", None, None).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains(r#"{"status":"ok"}"#), "{text}");
 
@@ -137,11 +61,15 @@ async fn the_binary_serves_https_and_wss() {
         space: space.clone(),
     })
     .unwrap();
-    let auth = format!(
-        "Authorization: Bearer {}\r\nContent-Type: application/json\r\n",
-        token.expose()
-    );
-    let (status, text) = https(&tls, addr, "POST", routes::SPACES, &auth, &body).await;
+    let (status, text) = https(
+        &tls,
+        addr,
+        "POST",
+        routes::SPACES,
+        Some(&token),
+        Some(&body),
+    )
+    .await;
     assert_eq!(status, 201, "{text}");
     let stream = tls_connect(&tls, addr).await;
     let (mut ws, _) =
@@ -194,7 +122,7 @@ async fn the_binary_serves_https_and_wss() {
     .await
     .unwrap();
     assert!(!plain.starts_with(b"HTTP/"), "{plain:?}");
-    let (_, metrics) = https(&tls, addr, "GET", "/metrics", "", "").await;
+    let (_, metrics) = https(&tls, addr, "GET", "/metrics", None, None).await;
     assert!(
         metrics.contains("nexus_sync_tls_handshake_failures_total 1\n"),
         "{metrics}"
@@ -223,9 +151,9 @@ fn refused(args: &[&std::ffi::OsStr]) -> String {
 #[test]
 fn bad_certificate_or_key_files_stop_the_server_at_startup() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, cert, key) = certificates(dir.path());
+    let TestCerts { cert, key, .. } = certificates(dir.path());
     let other = tempfile::tempdir().unwrap();
-    let (_, _, other_key) = certificates(other.path());
+    let other_key = certificates(other.path()).key;
     let missing = dir.path().join("missing.pem");
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").unwrap();
