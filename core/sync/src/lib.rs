@@ -13,7 +13,8 @@
 //! * [`pairing`]: pairing codes (text and QR URI) that hand the secret to a new device.
 //! * [`session`]: the protocol state machine (cursors, queued pushes, snapshots), sans-IO.
 //! * [`client`]: [`SyncClient`], all of it for one device, persisted in the store.
-//! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`.
+//! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`, in the clear
+//!   or over TLS (`https://`, `wss://`; rustls, the Mozilla roots and a trusted private CA).
 //! * [`relay`]: an in-memory relay with the server's semantics, for tests without sockets.
 //!
 //! The cycle of a device: [`SyncClient::sync_local`] (store to documents, changes queued),

@@ -1,9 +1,4 @@
 //! A blocking transport for native shells (feature `native`): registers a space over HTTP and
-//! runs sync rounds over the server's WebSocket with `tungstenite`. Plain `http://` / `ws://`
-//! only for now (TLS is a follow-up; put the server behind a TLS proxy and use a VPN or
-//! loopback meanwhile).
-
-//! A blocking transport for native shells (feature `native`): registers a space over HTTP and
 //! runs sync rounds over the server's WebSocket with `tungstenite`.
 //!
 //! ## Server addresses and TLS
@@ -24,7 +19,7 @@
 //! carries only the server's URL: a device joining a server with a private CA needs the CA
 //! too (`--ca` or `NEXUS_SYNC_CA`).
 //!
-//! [`SyncConfig::tls_ca`]: crate::SyncConfig
+//! [`SyncConfig::tls_ca`]: crate::SyncConfig::tls_ca
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -253,6 +248,12 @@ fn describe(e: &CertificateError, host: &str) -> String {
         CertificateError::NotValidForName => format!("it is not valid for {host:?}"),
         CertificateError::Revoked => "it was revoked".into(),
         CertificateError::BadSignature => "its signature is wrong".into(),
+        // webpki's CaUsedAsEndEntity (reached through rustls as an opaque error).
+        CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate, not a server certificate (sign a server certificate with \
+             that CA, or make a self-signed one without CA:TRUE)"
+                .into()
+        }
         other => other.to_string(),
     }
 }

@@ -59,10 +59,14 @@ impl Ca {
     }
 }
 
-/// A self-signed server certificate (no CA) for `names`.
-fn self_signed(names: &[&str]) -> (String, String) {
+/// A self-signed server certificate for `names` (marked as a CA certificate if `ca`, as
+/// `openssl req -x509` does by default).
+fn self_signed(names: &[&str], ca: bool) -> (String, String) {
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    if ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
     params
         .distinguished_name
         .push(DnType::CommonName, "nexus sync self-signed");
@@ -173,13 +177,22 @@ fn two_devices_sync_over_wss_trusting_a_private_ca() {
 #[test]
 fn a_self_signed_server_certificate_can_be_trusted_directly() {
     let dirs = tempfile::tempdir().unwrap();
-    let cert = self_signed(&["127.0.0.1"]);
+    let cert = self_signed(&["127.0.0.1"], false);
     let (addr, _app) = start_tls(&dirs.path().join("server"), &cert);
     let url = format!("https://127.0.0.1:{}", addr.port());
     let (a, mut client) = device(dirs.path(), "a", &url, Some(&cert.0));
     companion(&a, "Mira", 1_000);
     register_space(&client, T).unwrap();
     assert_eq!(sync_once(&mut client, &a, T).unwrap().pending, 0);
+
+    // One that claims to be a CA cannot be the server's own certificate: a clear refusal.
+    let cert = self_signed(&["127.0.0.1"], true);
+    let (addr, _app) = start_tls(&dirs.path().join("server-ca"), &cert);
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    let (_b, client) = device(dirs.path(), "b", &url, Some(&cert.0));
+    let err = register_space(&client, T).unwrap_err();
+    assert!(matches!(err, NetError::Untrusted(_)), "{err:?}");
+    assert!(err.to_string().contains("CA certificate"), "{err}");
 }
 
 #[test]
