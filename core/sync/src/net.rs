@@ -10,7 +10,9 @@
 //! * the Mozilla root store (`webpki-roots`), for servers with a public certificate;
 //! * the PEM certificates stored with the configuration ([`SyncConfig::tls_ca`], set by
 //!   `nexus sync enable --ca FILE` or `nexus device join CODE --ca FILE`): a private CA, or
-//!   the server's own self-signed certificate (one without `CA:TRUE`);
+//!   the server's own self-signed certificate (also one marked `CA:TRUE`, as `openssl req
+//!   -x509` makes them: accepted when the server presents exactly that certificate and it
+//!   names the host);
 //! * the PEM file named by [`CA_ENV`] (`NEXUS_SYNC_CA=/path/ca.pem`), read at every
 //!   connection.
 //!
@@ -28,9 +30,15 @@ use std::time::{Duration, Instant};
 
 use nexus_store::Store;
 use nexus_sync_protocol::{ServerMessage, routes};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    SignatureScheme, StreamOwned,
+};
 use tungstenite::{Message, WebSocket};
 
 use crate::{SyncClient, SyncConfig, SyncError};
@@ -149,31 +157,106 @@ pub fn read_ca(pem: &[u8], source: &str) -> Result<Vec<CertificateDer<'static>>,
 }
 
 /// The TLS configuration for `config`'s server: the public roots, the stored certificates and
-/// those of [`CA_ENV`].
+/// those of [`CA_ENV`] (see [`Verifier`]).
 fn tls_config(config: &SyncConfig) -> Result<Arc<ClientConfig>, NetError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut trusted = Vec::new();
     if let Some(pem) = &config.tls_ca {
-        for cert in read_ca(pem.as_bytes(), "the stored trusted certificate")? {
-            // Checked by read_ca.
-            let _ = roots.add(cert);
-        }
+        trusted.extend(read_ca(pem.as_bytes(), "the stored trusted certificate")?);
     }
     if let Some(path) = std::env::var_os(CA_ENV).filter(|p| !p.is_empty()) {
         let source = format!("{CA_ENV}={}", path.to_string_lossy());
         let pem = std::fs::read(&path)
             .map_err(|e| NetError::TrustedCa(format!("cannot read {source}: {e}")))?;
-        for cert in read_ca(&pem, &source)? {
-            let _ = roots.add(cert);
-        }
+        trusted.extend(read_ca(&pem, &source)?);
     }
+    for cert in &trusted {
+        // read_ca checked that each one is accepted.
+        let _ = roots.add(cert.clone());
+    }
+    let setup = |e: String| NetError::TrustedCa(format!("TLS setup failed: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| setup(e.to_string()))?;
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| NetError::TrustedCa(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
+        .map_err(|e| setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, trusted }))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Whether a certificate error is webpki's `CaUsedAsEndEntity` (opaque through rustls).
+fn is_ca_used_as_end_entity(e: &CertificateError) -> bool {
+    matches!(e, CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity"))
+}
+
+/// rustls' standard verification (webpki: chain to a trusted root, validity period, host
+/// name), with one addition: a certificate the user trusted (`--ca`, [`CA_ENV`]) that the
+/// server presents as its own certificate is accepted although it is marked as a CA (as the
+/// self-signed certificates of `openssl req -x509` are by default), if it names the host. Its
+/// validity period is not checked then: trusting that exact certificate is the decision.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(e))
+                if is_ca_used_as_end_entity(&e)
+                    && self
+                        .trusted
+                        .iter()
+                        .any(|t| t.as_ref() == end_entity.as_ref()) =>
+            {
+                let parsed = ParsedCertificate::try_from(end_entity)?;
+                verify_server_name(&parsed, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// A connection to the server, in the clear or over TLS.
@@ -248,12 +331,10 @@ fn describe(e: &CertificateError, host: &str) -> String {
         CertificateError::NotValidForName => format!("it is not valid for {host:?}"),
         CertificateError::Revoked => "it was revoked".into(),
         CertificateError::BadSignature => "its signature is wrong".into(),
-        // webpki's CaUsedAsEndEntity (reached through rustls as an opaque error).
-        CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
-            "it is a CA certificate, not a server certificate (sign a server certificate with \
-             that CA, or make a self-signed one without CA:TRUE)"
-                .into()
-        }
+        e if is_ca_used_as_end_entity(e) => format!(
+            "it is a CA certificate used as the server's own certificate, and not one this \
+             device trusts (a self-signed certificate? trust it with --ca FILE or {CA_ENV}=FILE)"
+        ),
         other => other.to_string(),
     }
 }
@@ -300,6 +381,9 @@ fn connect(config: &SyncConfig, timeout: Duration) -> Result<(Stream, Endpoint),
         .ok_or_else(|| NetError::Unreachable(server.to_owned(), "no address".into()))?;
     let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
     tcp.set_nodelay(true).map_err(unreachable)?;
+    // Handshakes (TLS, WebSocket) and requests must not wait forever on a silent server.
+    tcp.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+    tcp.set_write_timeout(Some(timeout)).map_err(unreachable)?;
     let Some(tls) = tls else {
         return Ok((Stream::Plain(tcp), endpoint));
     };
@@ -307,8 +391,6 @@ fn connect(config: &SyncConfig, timeout: Duration) -> Result<(Stream, Endpoint),
         .map_err(|e| NetError::Address(server.to_owned(), e.to_string()))?;
     let mut conn = ClientConnection::new(tls, name)
         .map_err(|e| NetError::Unreachable(server.to_owned(), e.to_string()))?;
-    tcp.set_read_timeout(Some(timeout)).map_err(unreachable)?;
-    tcp.set_write_timeout(Some(timeout)).map_err(unreachable)?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)
             .map_err(|e| handshake_error(server, &endpoint.host, &e))?;
@@ -342,6 +424,20 @@ pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetE
         // A TLS server that closes without a close_notify, after its answer.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
         Err(e) => return Err(io(e)),
+    }
+    if !response.starts_with(b"HTTP/") {
+        // E.g. a TLS alert, or nothing: http:// to an https:// server.
+        return Err(NetError::Unreachable(
+            server.clone(),
+            format!(
+                "the server did not answer in HTTP{}",
+                if endpoint.tls {
+                    ""
+                } else {
+                    " (is it an https:// server?)"
+                }
+            ),
+        ));
     }
     let text = String::from_utf8_lossy(&response);
     let status = text
@@ -413,10 +509,19 @@ fn exchange(
 ) -> Result<(), NetError> {
     let server = client.config().server.clone();
     let deadline = Instant::now() + timeout;
-    let (stream, _) = connect(client.config(), timeout)?;
+    let (stream, endpoint) = connect(client.config(), timeout)?;
     let broken = |e: tungstenite::Error| NetError::Unreachable(server.clone(), e.to_string());
     let (mut ws, _): (WebSocket<Stream>, _) = tungstenite::client(ws_url(&server), stream)
-        .map_err(|e| NetError::Unreachable(server.clone(), e.to_string()))?;
+        .map_err(|e| {
+            // An answer that is not HTTP: TLS alerts from an https:// server.
+            let hint = match &e {
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::HttparseError(_),
+                )) if !endpoint.tls => " (is it an https:// server?)",
+                _ => "",
+            };
+            NetError::Unreachable(server.clone(), format!("{e}{hint}"))
+        })?;
     ws.get_ref()
         .tcp()
         .set_read_timeout(Some(Duration::from_millis(100)))

@@ -185,14 +185,32 @@ fn a_self_signed_server_certificate_can_be_trusted_directly() {
     register_space(&client, T).unwrap();
     assert_eq!(sync_once(&mut client, &a, T).unwrap().pending, 0);
 
-    // One that claims to be a CA cannot be the server's own certificate: a clear refusal.
+    // One marked as a CA (as `openssl req -x509` makes them): trusted when given, with its
+    // name checked; refused with a clear message when not given.
     let cert = self_signed(&["127.0.0.1"], true);
     let (addr, _app) = start_tls(&dirs.path().join("server-ca"), &cert);
     let url = format!("https://127.0.0.1:{}", addr.port());
-    let (_b, client) = device(dirs.path(), "b", &url, Some(&cert.0));
-    let err = register_space(&client, T).unwrap_err();
+    let (b, mut client) = device(dirs.path(), "b", &url, Some(&cert.0));
+    companion(&b, "Nova", 1_000);
+    register_space(&client, T).unwrap();
+    assert_eq!(sync_once(&mut client, &b, T).unwrap().pending, 0);
+    client.set_tls_ca(None);
+    let err = sync_once(&mut client, &b, T).unwrap_err();
     assert!(matches!(err, NetError::Untrusted(_)), "{err:?}");
-    assert!(err.to_string().contains("CA certificate"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("CA certificate used as the server's own certificate")
+            && err.to_string().contains("--ca FILE"),
+        "{err}"
+    );
+    let by_name = format!("https://localhost:{}", addr.port());
+    let (_c, client) = device(dirs.path(), "c", &by_name, Some(&cert.0));
+    let err = register_space(&client, T).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it is not valid for \"localhost\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -277,7 +295,7 @@ fn expired_and_wrong_host_certificates_are_refused() {
 }
 
 #[test]
-fn https_to_a_plain_http_server_and_bad_trusted_certificates_are_clear_errors() {
+fn scheme_mismatches_and_bad_trusted_certificates_are_clear_errors() {
     let dirs = tempfile::tempdir().unwrap();
     // A plain HTTP server addressed with https://.
     let storage = SqliteStorage::open(&dirs.path().join("plain")).unwrap();
@@ -306,6 +324,29 @@ fn https_to_a_plain_http_server_and_bad_trusted_certificates_are_clear_errors() 
     let err = register_space(&client, T).unwrap_err();
     assert!(
         matches!(err, NetError::Unreachable(..)) && err.to_string().contains("http:// server"),
+        "{err}"
+    );
+    // And http:// to an HTTPS server.
+    let ca = Ca::new();
+    let (addr, _app) = start_tls(
+        &dirs.path().join("tls"),
+        &ca.server(&["127.0.0.1"], 2020, 2100),
+    );
+    let (_b, plain) = device(
+        dirs.path(),
+        "b",
+        &format!("http://127.0.0.1:{}", addr.port()),
+        None,
+    );
+    let err = register_space(&plain, T).unwrap_err();
+    assert!(
+        err.to_string().contains("is it an https:// server?"),
+        "{err}"
+    );
+    let (b, mut plain) = (_b, plain);
+    let err = sync_once(&mut plain, &b, T).unwrap_err();
+    assert!(
+        err.to_string().contains("is it an https:// server?"),
         "{err}"
     );
     // A stored certificate that is not one: said before connecting.
