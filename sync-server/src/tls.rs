@@ -3,7 +3,7 @@
 //!
 //! rustls with the `ring` provider, TLS 1.2 and 1.3. Handshakes run in their own tasks, so a
 //! slow or silent client never holds up the others, and give up after
-//! [`HANDSHAKE_TIMEOUT`]. Failed handshakes (a client that does not trust the certificate, a
+//! [`HANDSHAKE_TIMEOUT`] ([`MAX_HANDSHAKES`] at once). Failed handshakes (a client that does not trust the certificate, a
 //! plain-HTTP request on the TLS port) are counted in `/metrics` and logged at debug level.
 
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -24,6 +24,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshakes done but not yet taken by the HTTP server.
 const QUEUE: usize = 128;
+
+/// Handshakes in progress at once; past it, new connections wait in the kernel's backlog.
+pub const MAX_HANDSHAKES: usize = 1024;
 
 /// A certificate or key that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -130,8 +133,12 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(QUEUE);
         let acceptor = TlsAcceptor::from(config);
+        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let accept_task = tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -148,7 +155,10 @@ impl TlsListener {
                 }
                 let (acceptor, tx, failed) = (acceptor.clone(), tx.clone(), failed.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    let done = handshake.await;
+                    drop(slot);
+                    match done {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }

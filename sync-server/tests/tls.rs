@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use nexus_sync_protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, http, routes};
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_https_and_wss() {
     let dir = tempfile::tempdir().unwrap();
     let TestCerts {
@@ -127,7 +127,28 @@ async fn the_binary_serves_https_and_wss() {
         metrics.contains("nexus_sync_tls_handshake_failures_total 1\n"),
         "{metrics}"
     );
-    drop(proc);
+
+    // SIGTERM stops it gracefully, the WSS session still open.
+    let mut proc = proc;
+    let ok = Command::new("kill")
+        .args(["-TERM", &proc.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(ws);
 }
 
 /// Runs the binary with `args` (it should refuse to start); returns its stderr.
