@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             grant_tokens_must_be_unique,
             deleting_a_grant_revokes_it,
             rotating_the_token_revokes_the_old_one,
+            rotating_with_kept_grants_deletes_the_others,
             blobs_round_trip_exactly,
             health_is_ok,
         );
@@ -341,10 +342,10 @@ pub async fn rotating_the_token_revokes_the_old_one<S: Storage>(s: &S) {
     .await
     .expect("grant");
     assert!(matches!(
-        s.rotate_token(&a, &hash(50)).await,
+        s.rotate_token(&a, &hash(50), None).await,
         Err(StorageError::Conflict(_))
     ));
-    s.rotate_token(&a, &hash(2)).await.expect("rotate");
+    s.rotate_token(&a, &hash(2), None).await.expect("rotate");
     assert_eq!(s.authenticate(&a, &hash(1)).await.expect("auth"), None);
     assert_eq!(
         s.authenticate(&a, &hash(2)).await.expect("auth"),
@@ -355,9 +356,47 @@ pub async fn rotating_the_token_revokes_the_old_one<S: Storage>(s: &S) {
         "grants survive a rotation"
     );
     assert!(matches!(
-        s.rotate_token(&space(9), &hash(3)).await,
+        s.rotate_token(&space(9), &hash(3), None).await,
         Err(StorageError::NotFound)
     ));
+}
+
+/// Rotation with `keep_grants` deletes every other grant of the space, atomically with the
+/// token (revoking a device), and leaves other spaces alone.
+pub async fn rotating_with_kept_grants_deletes_the_others<S: Storage>(s: &S) {
+    let a = new_space(s, 1).await;
+    let b = new_space(s, 2).await;
+    for (space, id, token) in [
+        (&a, "keep", 50),
+        (&a, "drop1", 51),
+        (&a, "drop2", 52),
+        (&b, "other", 53),
+    ] {
+        s.create_grant(
+            space,
+            &NewGrant {
+                id: id.into(),
+                token_hash: hash(token),
+                docs: vec![doc(1)],
+                access: Access::Read,
+            },
+        )
+        .await
+        .expect("grant");
+    }
+    s.rotate_token(&a, &hash(3), Some(&["keep".to_owned()]))
+        .await
+        .expect("rotate");
+    assert_eq!(s.authenticate(&a, &hash(1)).await.expect("auth"), None);
+    assert!(s.authenticate(&a, &hash(50)).await.expect("auth").is_some());
+    assert_eq!(s.authenticate(&a, &hash(51)).await.expect("auth"), None);
+    assert_eq!(s.authenticate(&a, &hash(52)).await.expect("auth"), None);
+    assert!(s.authenticate(&b, &hash(53)).await.expect("auth").is_some());
+    // Keeping none deletes all.
+    s.rotate_token(&a, &hash(4), Some(&[]))
+        .await
+        .expect("rotate");
+    assert_eq!(s.authenticate(&a, &hash(50)).await.expect("auth"), None);
 }
 
 /// Blobs come back byte for byte, up to the change limit.
