@@ -209,6 +209,25 @@ pub async fn snapshots_compact_covered_entries<S: Storage>(s: &S) {
     assert_eq!(s.append(&a, &d, b"c").await.expect("append"), 9);
     // A snapshot of an empty document covers nothing.
     assert_eq!(s.snapshot(&a, &doc(2), 0, b"s").await.expect("snapshot"), 1);
+    // Two devices snapshot at the same cursor: the first snapshot is above what the second
+    // covers, so it stays (dropping it would leave a hole that a device reads as lost).
+    let d3 = doc(3);
+    for _ in 0..3 {
+        s.append(&a, &d3, b"c").await.expect("append");
+    }
+    assert_eq!(s.snapshot(&a, &d3, 3, b"first").await.expect("snapshot"), 4);
+    assert_eq!(s.append(&a, &d3, b"c").await.expect("append"), 5);
+    assert_eq!(
+        s.snapshot(&a, &d3, 3, b"second").await.expect("snapshot"),
+        6
+    );
+    assert_eq!(
+        all(s, &a, &d3, 0).await,
+        vec![(4, Snapshot), (5, Change), (6, Snapshot)]
+    );
+    // A later snapshot covering them drops both.
+    assert_eq!(s.snapshot(&a, &d3, 6, b"third").await.expect("snapshot"), 7);
+    assert_eq!(all(s, &a, &d3, 0).await, vec![(7, Snapshot)]);
 }
 
 /// Snapshots beyond the head or older than the stored one are refused and change nothing.

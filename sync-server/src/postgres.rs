@@ -497,8 +497,8 @@ impl Storage for PgStorage {
         .map_err(pg)?;
         tx.execute(
             "DELETE FROM sync_entries WHERE space = $1 AND doc = $2
-             AND (seq <= $3 OR (kind = 1 AND seq < $4))",
-            &[&s, &d, &covers, &seq],
+             AND seq <= $3",
+            &[&s, &d, &covers],
         )
         .await
         .map_err(pg)?;

@@ -366,8 +366,8 @@ impl Storage for SqliteStorage {
             .map_err(unavailable)?;
             c.execute(
                 "DELETE FROM entries WHERE space = ?1 AND doc = ?2
-                 AND (seq <= ?3 OR (kind = 1 AND seq < ?4))",
-                params![space, doc, covers as i64, seq as i64],
+                 AND seq <= ?3",
+                params![space, doc, covers as i64],
             )
             .map_err(unavailable)?;
             Ok(seq)
