@@ -38,7 +38,7 @@ pub mod relay;
 pub mod replica;
 pub mod session;
 
-pub use client::{Status, SyncClient, SyncConfig};
+pub use client::{DeviceInfo, Rotation, Status, SyncClient, SyncConfig};
 pub use crypto::{CryptoError, SpaceKeys, SpaceSecret};
 pub use doc::DocName;
 pub use pairing::{PairingCode, PairingError};
