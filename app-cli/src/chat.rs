@@ -67,20 +67,34 @@ fn load(config: &NativeConfig, args: &ChatArgs) -> Result<(Nexus, f64), CliError
     let t = Instant::now();
     // The embedding model (long-term memory) loads beside the chat model.
     let (llm, embedder) = std::thread::scope(|s| {
-        let embedder = s.spawn(|| native::load_embedder(config));
+        let embedder = s.spawn(|| native::load_embedder(config).map(Arc::new));
         let llm = native::load_chat_model(config);
         (llm, embedder.join())
     });
     app.set_language_model(Box::new(llm?));
-    match embedder {
-        Ok(Ok(e)) => app.set_embedder(Box::new(e)),
+    let shared = match embedder {
+        Ok(Ok(e)) => {
+            app.set_embedder(Box::new(e.clone()));
+            Some(e)
+        }
         // Chat still works without memory; say so once.
-        Ok(Err(e)) => eprintln!("(long-term memory is off: {e})"),
-        Err(_) => eprintln!("(long-term memory is off: the embedding model failed to load)"),
-    }
+        Ok(Err(e)) => {
+            eprintln!("(long-term memory is off: {e})");
+            None
+        }
+        Err(_) => {
+            eprintln!("(long-term memory is off: the embedding model failed to load)");
+            None
+        }
+    };
     // The user's messages are scored and journalled when the text emotion model is available
-    // (tone guidance, the emotion journal); chat works without it.
-    match native::load_text_emotion(config) {
+    // (tone guidance, the emotion journal); chat works without it. It runs on the embedder's
+    // lower layers (one copy of MiniLM in memory) when the embedder loaded.
+    let text_emotion = match shared {
+        Some(e) => native::load_text_emotion_with(config, e),
+        None => native::load_text_emotion(config),
+    };
+    match text_emotion {
         Ok(model) => app.set_text_emotion(model),
         Err(e) => tracing::warn!("text emotion is off: {e}"),
     }

@@ -32,6 +32,9 @@ pub enum SyncCmd {
         /// self-signed certificate), besides the public roots; kept with the sync settings.
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
+        /// This device's name in `nexus device list` (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Sync now: send this device's changes, receive the others'.
     Now {
@@ -65,7 +68,70 @@ pub enum DeviceCmd {
         /// code carries the server's address, not its CA).
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
+        /// This device's name in `nexus device list` (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
     },
+    /// List the devices of this space (as of the last sync).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename this device.
+    Rename {
+        /// The new name.
+        name: String,
+    },
+    /// Remove a device from the space (a lost or sold phone): the key is replaced, the other
+    /// devices receive the new one, and the removed device can read nothing written afterwards.
+    Revoke {
+        /// The device: its name, or the start of its id (4 characters or more).
+        device: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// The host name, the default name of a device.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "this device".to_owned())
+}
+
+/// The device named `query` (case-insensitive) or whose id starts with it.
+fn find_device(client: &SyncClient, query: &str) -> Result<nexus_sync::DeviceInfo, CliError> {
+    let q = query.trim().to_lowercase();
+    let devices = client.devices();
+    let by_name: Vec<_> = devices
+        .iter()
+        .filter(|d| d.name.to_lowercase() == q)
+        .collect();
+    let matches = if by_name.is_empty() && q.len() >= 4 {
+        devices.iter().filter(|d| d.id.starts_with(&q)).collect()
+    } else {
+        by_name
+    };
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(CliError::Usage(format!(
+            "no device {query:?} in this space; `nexus device list` shows them (sync first to see new ones)"
+        ))),
+        many => Err(CliError::Usage(format!(
+            "{} devices match {query:?}; use more of the id: {}",
+            many.len(),
+            many.iter()
+                .map(|d| format!("{} ({})", d.name, &d.id[..8]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,7 +250,7 @@ fn round(client: &mut SyncClient, store: &dyn nexus_app::Store) -> Result<Report
 pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
     let store = native::open_store(&config.data_dir)?;
     match cmd {
-        SyncCmd::Enable { server, ca } => {
+        SyncCmd::Enable { server, ca, name } => {
             let ca = read_ca(ca.as_deref())?;
             if let Some(client) = SyncClient::open(&store)? {
                 return Err(CliError::Usage(format!(
@@ -194,10 +260,9 @@ pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
                 )));
             }
             let mut client = SyncClient::create_space(&store, &server)?;
-            if ca.is_some() {
-                client.set_tls_ca(ca);
-                client.save(&store)?;
-            }
+            client.set_tls_ca(ca);
+            client.rename_device(&name.unwrap_or_else(host_name))?;
+            client.save(&store)?;
             if let Err(e) = net::register_space(&client, ROUND_TIMEOUT) {
                 SyncClient::disable(&store)?;
                 return Err(e.into());
@@ -275,7 +340,7 @@ pub fn device(config: &NativeConfig, cmd: DeviceCmd) -> Result<(), CliError> {
             println!("On the new device: nexus device join <code>");
             Ok(())
         }
-        DeviceCmd::Join { code, ca } => {
+        DeviceCmd::Join { code, ca, name } => {
             let code = PairingCode::parse(&code).map_err(|e| CliError::Usage(e.to_string()))?;
             let ca = read_ca(ca.as_deref())?;
             if let Some(mut client) = SyncClient::open(&store)? {
@@ -297,14 +362,74 @@ pub fn device(config: &NativeConfig, cmd: DeviceCmd) -> Result<(), CliError> {
                 )));
             }
             let mut client = SyncClient::join(&store, &code)?;
-            if ca.is_some() {
-                client.set_tls_ca(ca);
-                client.save(&store)?;
-            }
+            client.set_tls_ca(ca);
+            client.rename_device(&name.unwrap_or_else(host_name))?;
+            client.save(&store)?;
             let report = round(&mut client, &store)?;
             println!(
                 "Joined space {} on {}. Your companions now follow you.",
                 code.space, code.server
+            );
+            print_report(&report, false)
+        }
+        DeviceCmd::List { json } => {
+            let client = open_client(&store)?;
+            let devices = client.devices();
+            if json {
+                println!("{}", serde_json::to_string(&devices).expect("serializes"));
+                return Ok(());
+            }
+            if devices.is_empty() {
+                println!("No devices listed yet: run `nexus sync now`.");
+            }
+            for d in &devices {
+                let state = match (d.this_device, d.revoked_at) {
+                    (_, Some(_)) => "revoked",
+                    (true, None) => "this device",
+                    (false, None) => "",
+                };
+                println!("{}  {:<24} {state}", &d.id[..8], d.name);
+            }
+            Ok(())
+        }
+        DeviceCmd::Rename { name } => {
+            let mut client = open_client(&store)?;
+            client
+                .rename_device(&name)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            client.save(&store)?;
+            let report = round(&mut client, &store)?;
+            println!("This device is now called {:?}.", name.trim());
+            print_report(&report, false)
+        }
+        DeviceCmd::Revoke { device, yes } => {
+            let mut client = open_client(&store)?;
+            // Sync first, so the list of devices is current.
+            round(&mut client, &store)?;
+            let target = find_device(&client, &device)?;
+            if target.this_device {
+                return Err(CliError::Usage(
+                    "this is the device you are on: revoke it from another device, or run `nexus sync disable` here".into(),
+                ));
+            }
+            if target.revoked_at.is_some() {
+                println!("{} is already revoked.", target.name);
+                return Ok(());
+            }
+            if !yes {
+                return Err(CliError::Usage(format!(
+                    "this removes {:?} from your space for good (it keeps what it already has, but can read nothing new); add --yes to confirm",
+                    target.name
+                )));
+            }
+            let id = nexus_sync::device::DeviceId::parse(&target.id).ok_or_else(|| {
+                CliError::Sync("a device id in the space document is damaged".into())
+            })?;
+            let report = net::revoke_devices(&mut client, &store, &[id], ROUND_TIMEOUT)?;
+            println!(
+                "Revoked {:?}: the key of your space is replaced (epoch {}); your other devices pick up the new key on their next sync.",
+                target.name,
+                client.keys().epoch()
             );
             print_report(&report, false)
         }

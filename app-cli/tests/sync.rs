@@ -322,6 +322,104 @@ fn edits_made_while_the_server_is_down_sync_later() {
 }
 
 #[test]
+fn a_lost_device_is_revoked_and_the_others_carry_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = start_server(&tmp.path().join("server"));
+    let (laptop, phone, tablet) = (
+        tmp.path().join("laptop"),
+        tmp.path().join("phone"),
+        tmp.path().join("tablet"),
+    );
+    ok(run(
+        &laptop,
+        &["companion", "create", "Mira", "--personality", "warm"],
+    ));
+    ok(run(
+        &laptop,
+        &["sync", "enable", "--server", &url, "--name", "laptop"],
+    ));
+    let code = json(&ok(run(&laptop, &["device", "pair", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    ok(run(&phone, &["device", "join", &code, "--name", "phone"]));
+    ok(run(
+        &tablet,
+        &["device", "join", &code, "--name", "old tablet"],
+    ));
+    ok(run(&laptop, &["sync", "now"]));
+
+    let list = json(&ok(run(&laptop, &["device", "list", "--json"])));
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["laptop", "old tablet", "phone"], "{list}");
+    assert_eq!(list[0]["this_device"], true, "{list}");
+    let human = ok(run(&laptop, &["device", "list"]));
+    assert!(
+        human.contains("this device") && human.contains("old tablet"),
+        "{human}"
+    );
+
+    // Without --yes nothing happens; unknown names and this device are clear errors.
+    let out = run(&laptop, &["device", "revoke", "old tablet"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--yes"),
+        "{out:?}"
+    );
+    let out = run(&laptop, &["device", "revoke", "toaster", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = run(&laptop, &["device", "revoke", "laptop", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another device"),
+        "{out:?}"
+    );
+
+    let done = ok(run(&laptop, &["device", "revoke", "old tablet", "--yes"]));
+    assert!(done.contains("Revoked"), "{done}");
+
+    // The phone picks up the new key by itself and keeps syncing both ways.
+    ok(run(
+        &laptop,
+        &["companion", "edit", "Mira", "--personality", "bold"],
+    ));
+    ok(run(&laptop, &["sync", "now"]));
+    ok(run(&phone, &["sync", "now"]));
+    let mira = json(&ok(run(&phone, &["companion", "show", "Mira", "--json"])));
+    assert_eq!(mira["personality"], "bold", "{mira}");
+    ok(run(
+        &phone,
+        &["companion", "edit", "Mira", "--personality", "calm"],
+    ));
+    ok(run(&phone, &["sync", "now"]));
+    ok(run(&laptop, &["sync", "now"]));
+    let mira = json(&ok(run(&laptop, &["companion", "show", "Mira", "--json"])));
+    assert_eq!(mira["personality"], "calm", "{mira}");
+    let on_phone = json(&ok(run(&phone, &["device", "list", "--json"])));
+    let tablet_entry = on_phone
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|d| d["name"] == "old tablet")
+        .expect("listed")
+        .clone();
+    assert!(tablet_entry["revoked_at"].is_i64(), "{on_phone}");
+
+    // The tablet is out, with a clear message, and keeps only what it had.
+    let out = run(&tablet, &["sync", "now"]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("removed from the space"), "{err}");
+    let mira = json(&ok(run(&tablet, &["companion", "show", "Mira", "--json"])));
+    assert_eq!(mira["personality"], "warm", "{mira}");
+}
+
+#[test]
 fn two_devices_sync_over_https_with_a_private_ca() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (url, ca) = start_tls_server(&tmp.path().join("server"));

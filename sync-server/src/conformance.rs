@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             grant_tokens_must_be_unique,
             deleting_a_grant_revokes_it,
             rotating_the_token_revokes_the_old_one,
+            rotating_with_kept_grants_deletes_the_others,
             blobs_round_trip_exactly,
             health_is_ok,
         );
@@ -208,6 +209,25 @@ pub async fn snapshots_compact_covered_entries<S: Storage>(s: &S) {
     assert_eq!(s.append(&a, &d, b"c").await.expect("append"), 9);
     // A snapshot of an empty document covers nothing.
     assert_eq!(s.snapshot(&a, &doc(2), 0, b"s").await.expect("snapshot"), 1);
+    // Two devices snapshot at the same cursor: the first snapshot is above what the second
+    // covers, so it stays (dropping it would leave a hole that a device reads as lost).
+    let d3 = doc(3);
+    for _ in 0..3 {
+        s.append(&a, &d3, b"c").await.expect("append");
+    }
+    assert_eq!(s.snapshot(&a, &d3, 3, b"first").await.expect("snapshot"), 4);
+    assert_eq!(s.append(&a, &d3, b"c").await.expect("append"), 5);
+    assert_eq!(
+        s.snapshot(&a, &d3, 3, b"second").await.expect("snapshot"),
+        6
+    );
+    assert_eq!(
+        all(s, &a, &d3, 0).await,
+        vec![(4, Snapshot), (5, Change), (6, Snapshot)]
+    );
+    // A later snapshot covering them drops both.
+    assert_eq!(s.snapshot(&a, &d3, 6, b"third").await.expect("snapshot"), 7);
+    assert_eq!(all(s, &a, &d3, 0).await, vec![(7, Snapshot)]);
 }
 
 /// Snapshots beyond the head or older than the stored one are refused and change nothing.
@@ -341,10 +361,10 @@ pub async fn rotating_the_token_revokes_the_old_one<S: Storage>(s: &S) {
     .await
     .expect("grant");
     assert!(matches!(
-        s.rotate_token(&a, &hash(50)).await,
+        s.rotate_token(&a, &hash(50), None).await,
         Err(StorageError::Conflict(_))
     ));
-    s.rotate_token(&a, &hash(2)).await.expect("rotate");
+    s.rotate_token(&a, &hash(2), None).await.expect("rotate");
     assert_eq!(s.authenticate(&a, &hash(1)).await.expect("auth"), None);
     assert_eq!(
         s.authenticate(&a, &hash(2)).await.expect("auth"),
@@ -355,9 +375,47 @@ pub async fn rotating_the_token_revokes_the_old_one<S: Storage>(s: &S) {
         "grants survive a rotation"
     );
     assert!(matches!(
-        s.rotate_token(&space(9), &hash(3)).await,
+        s.rotate_token(&space(9), &hash(3), None).await,
         Err(StorageError::NotFound)
     ));
+}
+
+/// Rotation with `keep_grants` deletes every other grant of the space, atomically with the
+/// token (revoking a device), and leaves other spaces alone.
+pub async fn rotating_with_kept_grants_deletes_the_others<S: Storage>(s: &S) {
+    let a = new_space(s, 1).await;
+    let b = new_space(s, 2).await;
+    for (space, id, token) in [
+        (&a, "keep", 50),
+        (&a, "drop1", 51),
+        (&a, "drop2", 52),
+        (&b, "other", 53),
+    ] {
+        s.create_grant(
+            space,
+            &NewGrant {
+                id: id.into(),
+                token_hash: hash(token),
+                docs: vec![doc(1)],
+                access: Access::Read,
+            },
+        )
+        .await
+        .expect("grant");
+    }
+    s.rotate_token(&a, &hash(3), Some(&["keep".to_owned()]))
+        .await
+        .expect("rotate");
+    assert_eq!(s.authenticate(&a, &hash(1)).await.expect("auth"), None);
+    assert!(s.authenticate(&a, &hash(50)).await.expect("auth").is_some());
+    assert_eq!(s.authenticate(&a, &hash(51)).await.expect("auth"), None);
+    assert_eq!(s.authenticate(&a, &hash(52)).await.expect("auth"), None);
+    assert!(s.authenticate(&b, &hash(53)).await.expect("auth").is_some());
+    // Keeping none deletes all.
+    s.rotate_token(&a, &hash(4), Some(&[]))
+        .await
+        .expect("rotate");
+    assert_eq!(s.authenticate(&a, &hash(50)).await.expect("auth"), None);
 }
 
 /// Blobs come back byte for byte, up to the change limit.

@@ -497,8 +497,8 @@ impl Storage for PgStorage {
         .map_err(pg)?;
         tx.execute(
             "DELETE FROM sync_entries WHERE space = $1 AND doc = $2
-             AND (seq <= $3 OR (kind = 1 AND seq < $4))",
-            &[&s, &d, &covers, &seq],
+             AND seq <= $3",
+            &[&s, &d, &covers],
         )
         .await
         .map_err(pg)?;
@@ -624,7 +624,12 @@ impl Storage for PgStorage {
         tx.commit().await.map_err(pg)
     }
 
-    async fn rotate_token(&self, space: &SpaceId, new_hash: &str) -> Result<()> {
+    async fn rotate_token(
+        &self,
+        space: &SpaceId,
+        new_hash: &str,
+        keep_grants: Option<&[String]>,
+    ) -> Result<()> {
         let mut g = self.conn().await?;
         let c = client(&mut g)?;
         let tx = c.transaction().await.map_err(pg)?;
@@ -654,6 +659,14 @@ impl Storage for PgStorage {
         )
         .await
         .map_err(pg)?;
+        if let Some(keep) = keep_grants {
+            tx.execute(
+                "DELETE FROM sync_grants WHERE space = $1 AND NOT (id = ANY($2))",
+                &[&s, &keep],
+            )
+            .await
+            .map_err(pg)?;
+        }
         let payload = format!("{} a {space}", self.origin);
         tx.execute("SELECT pg_notify($1, $2)::text", &[&CHANNEL, &payload])
             .await

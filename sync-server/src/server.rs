@@ -590,9 +590,9 @@ async fn rotate_token<S: Storage>(
         owner_only(&p)?;
         let req: http::RotateToken = body(b)?;
         app.storage
-            .rotate_token(&space, &token_hash(&req.token))
+            .rotate_token(&space, &token_hash(&req.token), req.keep_grants.as_deref())
             .await?;
-        tracing::info!(%space, "space token rotated");
+        tracing::info!(%space, kept_grants = ?req.keep_grants.as_ref().map(Vec::len), "space token rotated");
         app.hub.publish(&space, Event::AuthChanged);
         Ok(StatusCode::NO_CONTENT.into_response())
     }

@@ -366,8 +366,8 @@ impl Storage for SqliteStorage {
             .map_err(unavailable)?;
             c.execute(
                 "DELETE FROM entries WHERE space = ?1 AND doc = ?2
-                 AND (seq <= ?3 OR (kind = 1 AND seq < ?4))",
-                params![space, doc, covers as i64, seq as i64],
+                 AND seq <= ?3",
+                params![space, doc, covers as i64],
             )
             .map_err(unavailable)?;
             Ok(seq)
@@ -494,8 +494,14 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn rotate_token(&self, space: &SpaceId, new_hash: &str) -> Result<()> {
+    async fn rotate_token(
+        &self,
+        space: &SpaceId,
+        new_hash: &str,
+        keep_grants: Option<&[String]>,
+    ) -> Result<()> {
         let (space, hash) = (space.to_string(), new_hash.to_owned());
+        let keep = keep_grants.map(<[String]>::to_vec);
         self.write(move |c| {
             if space_token(c, &space).map_err(unavailable)?.is_none() {
                 return Err(StorageError::NotFound);
@@ -510,6 +516,24 @@ impl Storage for SqliteStorage {
                 params![space, hash],
             )
             .map_err(unavailable)?;
+            if let Some(keep) = keep {
+                let ids: Vec<String> = {
+                    let mut q = c
+                        .prepare_cached("SELECT id FROM grants WHERE space = ?1")
+                        .map_err(unavailable)?;
+                    q.query_map(params![space], |r| r.get(0))
+                        .map_err(unavailable)?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(unavailable)?
+                };
+                for id in ids.iter().filter(|id| !keep.contains(id)) {
+                    c.execute(
+                        "DELETE FROM grants WHERE space = ?1 AND id = ?2",
+                        params![space, id],
+                    )
+                    .map_err(unavailable)?;
+                }
+            }
             Ok(())
         })
         .await

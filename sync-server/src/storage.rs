@@ -191,11 +191,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes a grant; `NotFound` when there is none with that id.
     fn delete_grant(&self, space: &SpaceId, id: &str) -> impl Future<Output = Result<()>> + Send;
 
-    /// Replaces the space token. `Conflict` when the new token is a grant's.
+    /// Replaces the space token. `Conflict` when the new token is a grant's. With
+    /// `keep_grants`, every other grant of the space is deleted in the same transaction (a
+    /// device revocation: only the remaining devices' grants survive).
     fn rotate_token(
         &self,
         space: &SpaceId,
         new_hash: &str,
+        keep_grants: Option<&[String]>,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Fails when the database cannot serve requests.

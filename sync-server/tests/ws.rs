@@ -325,7 +325,11 @@ async fn revoking_a_grant_or_rotating_the_token_closes_sessions() {
     assert_eq!(old.push_acked(1, &doc(1), b"x").await, 1);
 
     let new = token(2);
-    let body = serde_json::to_string(&http::RotateToken { token: new.clone() }).unwrap();
+    let body = serde_json::to_string(&http::RotateToken {
+        token: new.clone(),
+        keep_grants: None,
+    })
+    .unwrap();
     let (status, _) = http(
         srv.addr,
         "POST",

@@ -194,6 +194,30 @@ pub fn load_embedder(config: &NativeConfig) -> Result<BertEmbedder> {
     Ok(BertEmbedder::from_dir(files.dir())?)
 }
 
+/// Loads the text emotion model on top of an already loaded embedder of the default embedding
+/// model: its lower layers are the embedder's, so the base weights are in memory once.
+pub fn load_text_emotion_with(
+    config: &NativeConfig,
+    embedder: Arc<BertEmbedder>,
+) -> Result<nexus_emotion::text::TextEmotion> {
+    let files = ensure_model(config, EMBEDDING_MODEL)?;
+    let read = |name: &str| {
+        let path = files.dir().join(name);
+        std::fs::read(&path).map_err(|source| {
+            crate::emotion::EmotionAppError::from(nexus_emotion::text::TextEmotionError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        })
+    };
+    nexus_emotion::text::TextEmotion::with_embedder(
+        embedder,
+        &read("config.json")?,
+        &read("tokenizer.json")?,
+    )
+    .map_err(|e| crate::emotion::EmotionAppError::from(e).into())
+}
+
 /// Loads the text emotion model: the default embedding model's encoder (fetching it first if
 /// needed) with the trained weights bundled in `nexus-emotion`.
 pub fn load_text_emotion(config: &NativeConfig) -> Result<nexus_emotion::text::TextEmotion> {

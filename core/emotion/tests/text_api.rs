@@ -187,3 +187,39 @@ fn our_encoder_matches_the_reference_bert() {
     .expect("scalar");
     assert!(diff < 1e-3, "max difference {diff}");
 }
+
+/// Built on the sentence embedder's encoder (one copy of the base weights in memory), the
+/// model reads exactly as with its own copy: same labels, probabilities within float noise,
+/// batches with padding included.
+#[test]
+fn sharing_the_embedders_weights_changes_no_reading() {
+    let dir = nexus_testing::models::embedding_dir();
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("model file");
+    let embedder = std::sync::Arc::new(BertEmbedder::from_dir(&dir).expect("embedder loads"));
+    let shared =
+        TextEmotion::with_embedder(embedder, &read("config.json"), &read("tokenizer.json"))
+            .expect("shared model loads");
+    assert_eq!(shared.parameter_count(), model().parameter_count());
+    let texts = [
+        "I can't believe you did that, thank you so much!",
+        "This is the worst day of my life.",
+        "ok",
+        "",
+        "Why would anyone think that's a good idea? I'm honestly confused and a bit annoyed.",
+        "I miss my grandmother so much, she passed away last spring.",
+        "lol that's hilarious 😂",
+        "Wow. Just wow.",
+    ];
+    let own = model().analyze(&texts).expect("own");
+    let mine = shared.analyze(&texts).expect("shared");
+    for ((a, b), text) in own.iter().zip(&mine).zip(texts) {
+        assert_eq!(a.active, b.active, "{text}");
+        assert_eq!(a.ekman_active, b.ekman_active, "{text}");
+        for ((la, pa), (lb, pb)) in a.labels.iter().zip(&b.labels) {
+            assert_eq!(la, lb);
+            assert!((pa - pb).abs() < 1e-4, "{text}: {la:?} {pa} vs {pb}");
+        }
+        assert!((a.valence - b.valence).abs() < 1e-4, "{text}");
+        assert!((a.arousal - b.arousal).abs() < 1e-4, "{text}");
+    }
+}

@@ -139,21 +139,69 @@ impl BertEmbedder {
             mask.extend_from_slice(e.get_attention_mask());
         }
         let states = self.encoder.forward(&ids, &lengths)?;
-        // Back to (n, len, d), padding rows zero.
-        let hidden = if lengths.iter().all(|&l| l == len) {
-            states
-        } else {
-            let mut hidden = vec![0.0_f32; n * len * d];
-            let mut from = 0;
-            for (b, &l) in lengths.iter().enumerate() {
-                hidden[b * len * d..(b * len + l) * d].copy_from_slice(&states[from..from + l * d]);
-                from += l * d;
-            }
-            hidden
-        };
-        let hidden = Tensor::from_vec(hidden, (n, len, d), &self.device)?;
+        let hidden = pad_rows(states, &lengths, len, d, &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
         Ok((hidden, mask))
+    }
+}
+
+impl BertEmbedder {
+    /// Number of encoder layers.
+    pub fn layers(&self) -> usize {
+        self.encoder.layers.len()
+    }
+
+    /// Hidden states after the embeddings and the first `layers` encoder layers for rows of
+    /// token ids (as a tokenizer made them, special tokens included): `(n, len, d)` with `len`
+    /// the longest row, padding positions zero. Lets a model fine-tuned on top of the lower
+    /// layers (the text emotion model) share this model's weights instead of loading its own
+    /// copy.
+    pub fn layer_states(&self, rows: &[&[u32]], layers: usize) -> Result<Tensor> {
+        if layers > self.layers() {
+            return Err(InferenceError::InvalidRequest(format!(
+                "{layers} layers asked of a {}-layer model",
+                self.layers()
+            )));
+        }
+        let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let d = self.dimension;
+        let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let states = self.encoder.forward_layers(&ids, &lengths, layers)?;
+        pad_rows(states, &lengths, len, d, &self.device)
+    }
+}
+
+/// Sequences stored one after the other (`lengths`) back to `(n, len, d)`, padding rows zero.
+fn pad_rows(
+    states: Vec<f32>,
+    lengths: &[usize],
+    len: usize,
+    d: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    let n = lengths.len();
+    let hidden = if lengths.iter().all(|&l| l == len) {
+        states
+    } else {
+        let mut hidden = vec![0.0_f32; n * len * d];
+        let mut from = 0;
+        for (b, &l) in lengths.iter().enumerate() {
+            hidden[b * len * d..(b * len + l) * d].copy_from_slice(&states[from..from + l * d]);
+            from += l * d;
+        }
+        hidden
+    };
+    Ok(Tensor::from_vec(hidden, (n, len, d), device)?)
+}
+
+impl<T: Embedder + ?Sized> Embedder for std::sync::Arc<T> {
+    fn dimension(&self) -> usize {
+        (**self).dimension()
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts)
     }
 }
 
@@ -653,6 +701,11 @@ impl Encoder {
     /// weights underflow to 0), and the hidden states of padding rows, which the reference
     /// computes and every consumer masks out, are not computed at all.
     fn forward(&self, ids: &[u32], lengths: &[usize]) -> Result<Vec<f32>> {
+        self.forward_layers(ids, lengths, self.layers.len())
+    }
+
+    /// The embeddings and the first `layers` layers.
+    fn forward_layers(&self, ids: &[u32], lengths: &[usize], layers: usize) -> Result<Vec<f32>> {
         let d = self.heads * self.head_dim;
         let rows = ids.len();
         debug_assert_eq!(rows, lengths.iter().sum::<usize>());
@@ -687,7 +740,7 @@ impl Encoder {
             heads: self.heads,
             head_dim: self.head_dim,
         };
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(layers) {
             let qkv = layer.qkv.forward(&xs, rows, Epilogue::Bias);
             let context = attention.attend(&qkv);
             let mut attended = layer

@@ -533,11 +533,15 @@ pub mod http {
     }
 
     /// `POST /v1/spaces/{space}/token` (space token only): replaces the space token; sessions
-    /// using the old one are closed.
+    /// using the old one are closed. With `keep_grants`, every other grant is deleted in the
+    /// same transaction (revoking a device: its grant goes, and so does any grant it made).
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct RotateToken {
         /// The new space token.
         pub token: Token,
+        /// Grants to keep (by id); `None` keeps them all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub keep_grants: Option<Vec<String>>,
     }
 }
 

@@ -140,6 +140,21 @@ impl SpaceKeys {
         self.keys.extend(older.keys);
     }
 
+    /// Moves to key `epoch` whose own secret is `secret` (a key rotation, see
+    /// [`crate::device`]): a new token and encryption key; document ids stay (they come from
+    /// the space secret); older epochs' keys are kept for reading.
+    pub fn rotate(&mut self, secret: &SpaceSecret, epoch: u32) {
+        let next = Self::derive(&self.space, secret, epoch);
+        self.keys.extend(next.keys);
+        self.token = next.token;
+        self.epoch = epoch;
+    }
+
+    /// Key epochs this device can read.
+    pub fn epochs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.keys().copied()
+    }
+
     /// The space.
     pub fn space(&self) -> &SpaceId {
         &self.space
@@ -283,6 +298,36 @@ mod tests {
             format!("{:?}", SpaceSecret::from_bytes([7; 32])),
             "SpaceSecret(<redacted>)"
         );
+    }
+
+    #[test]
+    fn a_rotation_with_a_new_secret_locks_out_the_old_one() {
+        let mut k = keys(7);
+        let doc = k.doc_id("settings");
+        let old_blob = k.seal(&doc, BlobKind::Change, b"before").expect("seal");
+        k.rotate(&SpaceSecret::from_bytes([42; 32]), 1);
+        assert_eq!(k.epoch(), 1);
+        assert_eq!(k.doc_id("settings"), doc, "ids stay");
+        assert_ne!(k.token(), keys(7).token());
+        // Someone who knows only the space secret derives epoch 1 from it: wrong token, wrong key.
+        let outsider = SpaceKeys::derive(&space(), &SpaceSecret::from_bytes([7; 32]), 1);
+        assert_ne!(outsider.token(), k.token());
+        let new_blob = k.seal(&doc, BlobKind::Change, b"after").expect("seal");
+        assert_eq!(new_blob.0[1..5], [0, 0, 0, 1]);
+        assert_eq!(
+            outsider.open(&doc, BlobKind::Change, &new_blob),
+            Err(CryptoError::Rejected)
+        );
+        assert_eq!(
+            keys(7).open(&doc, BlobKind::Change, &new_blob),
+            Err(CryptoError::UnknownEpoch(1))
+        );
+        // The rotated keys still read the old epoch.
+        assert_eq!(
+            k.open(&doc, BlobKind::Change, &old_blob).expect("old"),
+            b"before"
+        );
+        assert_eq!(k.epochs().collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum DocName {
     Companion(CompanionId),
     /// One conversation and its messages.
     Conversation(ConversationId),
+    /// The space itself: its devices (public keys, device grants, revocations) and the key
+    /// epochs' secrets (see [`crate::device`]). Not mapped to the store.
+    Space,
 }
 
 impl fmt::Display for DocName {
@@ -49,6 +52,7 @@ impl fmt::Display for DocName {
             DocName::Journal => f.write_str("journal"),
             DocName::Companion(id) => write!(f, "companion/{id}"),
             DocName::Conversation(id) => write!(f, "conversation/{id}"),
+            DocName::Space => f.write_str("space"),
         }
     }
 }
@@ -60,6 +64,7 @@ impl FromStr for DocName {
         match s {
             "settings" => Ok(DocName::Settings),
             "journal" => Ok(DocName::Journal),
+            "space" => Ok(DocName::Space),
             _ => match s.split_once('/') {
                 Some(("companion", id)) => Ok(DocName::Companion(id.parse().map_err(|_| bad())?)),
                 Some(("conversation", id)) => {
@@ -99,6 +104,10 @@ impl DocName {
             DocName::Conversation(_) => Layout {
                 records: &["conversation"],
                 collections: &["messages"],
+            },
+            DocName::Space => Layout {
+                records: &[],
+                collections: &["devices", "epochs"],
             },
         }
     }
@@ -458,6 +467,16 @@ impl<'a> Writer<'a> {
         self.write_fields(&obj, fields, true)
     }
 
+    /// Creates the entity `key` of a collection or sets the given fields of it (others stay).
+    pub fn update_entity(&mut self, part: &str, key: &str, fields: &Record) -> Result<()> {
+        let coll = self.part(part)?;
+        let obj = match map_obj(self.doc, &coll, key) {
+            Some(obj) => obj,
+            None => self.doc.put_object(&coll, key, ObjType::Map).map_err(am)?,
+        };
+        self.write_fields(&obj, fields, false)
+    }
+
     /// Deletes the entity `key` of a collection, if present.
     pub fn delete_entity(&mut self, part: &str, key: &str) -> Result<()> {
         let coll = self.part(part)?;
@@ -480,6 +499,7 @@ mod tests {
             DocName::Journal,
             DocName::Companion(id),
             DocName::Conversation(ConversationId::new()),
+            DocName::Space,
         ] {
             assert_eq!(name.to_string().parse::<DocName>().expect("parse"), name);
         }

@@ -10,6 +10,8 @@
 //!   content into a document, [`mapping::apply`] writes what a merge changed into the store.
 //! * [`crypto`]: the space secret, derived token, keys and document ids, and the blob format
 //!   (XChaCha20-Poly1305, with space, document and kind bound as associated data).
+//! * [`device`]: device identities (X25519) and key rotation records (HPKE) for revoking a
+//!   device.
 //! * [`pairing`]: pairing codes (text and QR URI) that hand the secret to a new device.
 //! * [`session`]: the protocol state machine (cursors, queued pushes, snapshots), sans-IO.
 //! * [`client`]: [`SyncClient`], all of it for one device, persisted in the store.
@@ -27,6 +29,7 @@
 
 pub mod client;
 pub mod crypto;
+pub mod device;
 pub mod doc;
 pub mod mapping;
 #[cfg(feature = "native")]
@@ -36,7 +39,7 @@ pub mod relay;
 pub mod replica;
 pub mod session;
 
-pub use client::{Status, SyncClient, SyncConfig};
+pub use client::{DeviceInfo, Rotation, Status, SyncClient, SyncConfig};
 pub use crypto::{CryptoError, SpaceKeys, SpaceSecret};
 pub use doc::DocName;
 pub use pairing::{PairingCode, PairingError};

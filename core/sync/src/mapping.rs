@@ -374,6 +374,8 @@ pub fn capture(
                 .collect();
             w.set_record("settings", &settings)?;
         }
+        // Written by the sync client itself, not mapped to the store.
+        DocName::Space => {}
         DocName::Journal => {
             // Append-only: entries never change once written, and the store deletes none
             // (except `wipe`, which forgets the documents too). Only new ones are added, so
@@ -526,6 +528,7 @@ pub fn apply(
                 }
             }
         }
+        DocName::Space => {}
         DocName::Journal => {
             // New or changed readings, upserted by id (re-applying one changes nothing).
             // Readings removed from the document stay in the store (the journal is append-only).

@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus_store::Store;
-use nexus_sync_protocol::{ServerMessage, routes};
+use nexus_sync_protocol::{
+    Access, ErrorCode, MAX_ENTRIES_PER_MESSAGE, ServerMessage, Token, http, routes,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::pki_types::pem::PemObject as _;
@@ -41,6 +43,7 @@ use rustls::{
 };
 use tungstenite::{Message, WebSocket};
 
+use crate::device::DeviceId;
 use crate::{SyncClient, SyncConfig, SyncError};
 
 /// The environment variable naming a PEM file of certificates to trust besides the public
@@ -65,9 +68,18 @@ pub enum NetError {
     /// The server refused.
     #[error("the sync server refused: {0}")]
     Refused(String),
+    /// The server refused the space token (handled inside [`sync_once`]).
+    #[error("the sync server refused this space's token")]
+    Unauthorized,
     /// The round did not finish in time.
     #[error("sync did not finish within {0:?}")]
     Timeout(Duration),
+    /// The server no longer accepts this device: it was revoked from another device (or the
+    /// space was reset), and no key rotation for it was found.
+    #[error(
+        "the sync server no longer accepts this device: it was removed from the space on another device. Run `nexus sync disable`, then pair it again if that was a mistake"
+    )]
+    Revoked,
     /// Sync itself failed.
     #[error(transparent)]
     Sync(#[from] SyncError),
@@ -398,23 +410,27 @@ fn connect(config: &SyncConfig, timeout: Duration) -> Result<(Stream, Endpoint),
     Ok((Stream::Tls(Box::new(StreamOwned::new(conn, tcp))), endpoint))
 }
 
-/// Registers the client's space with its server (`POST /v1/spaces`); fine if it exists with
-/// the same token.
-pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetError> {
-    let server = &client.config().server;
-    let (mut stream, endpoint) = connect(client.config(), timeout)?;
+/// The server refused the space token of a device that never got in.
+const UNKNOWN_KEY: &str = "the sync server refused this space's key: the pairing code is wrong or outdated, or this device was removed from the space";
+
+/// One HTTP request with a bearer token and an optional JSON body: status and body.
+fn http_request(
+    config: &SyncConfig,
+    method: &str,
+    path: &str,
+    bearer: &Token,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), NetError> {
+    let server = config.server.as_str();
+    let (mut stream, endpoint) = connect(config, timeout)?;
     let host = endpoint.authority();
-    let io = |e: std::io::Error| NetError::Unreachable(server.clone(), e.to_string());
-    stream.tcp().set_read_timeout(Some(timeout)).map_err(io)?;
-    let body = serde_json::to_string(&nexus_sync_protocol::http::CreateSpace {
-        space: client.keys().space().clone(),
-    })
-    .expect("serializes");
+    let io = |e: std::io::Error| NetError::Unreachable(server.to_owned(), e.to_string());
+    let body = body.unwrap_or_default();
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        routes::SPACES,
-        client.keys().token().expose(),
+        bearer.expose(),
         body.len()
     );
     stream.write_all(request.as_bytes()).map_err(io)?;
@@ -428,7 +444,7 @@ pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetE
     if !response.starts_with(b"HTTP/") {
         // E.g. a TLS alert, or nothing: http:// to an https:// server.
         return Err(NetError::Unreachable(
-            server.clone(),
+            server.to_owned(),
             format!(
                 "the server did not answer in HTTP{}",
                 if endpoint.tls {
@@ -445,16 +461,179 @@ pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetE
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // The server answers small bodies; chunked encoding is not used for them, but be safe.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn refused(status: u16, body: &str) -> NetError {
+    NetError::Refused(format!("HTTP {status}: {body}"))
+}
+
+/// Registers the client's space with its server (`POST /v1/spaces`); fine if it exists with
+/// the same token. (The device's own grant is registered by the first [`sync_once`].)
+pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetError> {
+    let config = client.config().clone();
+    let body = serde_json::to_string(&http::CreateSpace {
+        space: client.keys().space().clone(),
+    })
+    .expect("serializes");
+    let (status, text) = http_request(
+        &config,
+        "POST",
+        routes::SPACES,
+        client.keys().token(),
+        Some(&body),
+        timeout,
+    )?;
     match status {
         200 | 201 => Ok(()),
         409 => Err(NetError::Refused(
             "this space already exists on the server with another key".into(),
         )),
-        _ => {
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-            Err(NetError::Refused(format!("HTTP {status}: {body}")))
+        _ => Err(refused(status, &text)),
+    }
+}
+
+/// Registers this device's grant with the server (a token of its own that may read the
+/// keyring: how it learns a new key after a rotation), once.
+pub fn register_device(client: &mut SyncClient, timeout: Duration) -> Result<(), NetError> {
+    if client.device_grant().is_some() {
+        return Ok(());
+    }
+    let config = client.config().clone();
+    let body = serde_json::to_string(&http::CreateGrant {
+        token: client.device_token()?,
+        docs: vec![client.keyring()],
+        access: Access::Read,
+    })
+    .expect("serializes");
+    let (status, text) = http_request(
+        &config,
+        "POST",
+        &routes::grants(client.keys().space()),
+        client.keys().token(),
+        Some(&body),
+        timeout,
+    )?;
+    match status {
+        401 => Err(NetError::Refused(UNKNOWN_KEY.into())),
+        201 => {
+            let created: http::GrantCreated = serde_json::from_str(&text)
+                .map_err(|e| NetError::Refused(format!("malformed answer: {e}")))?;
+            client.set_device_grant(created.id)?;
+            Ok(())
+        }
+        _ => Err(refused(status, &text)),
+    }
+}
+
+/// Revokes devices: syncs, rotates the key (a new epoch secret sealed to every other device,
+/// pushed to the keyring), replaces the space token keeping only the remaining devices'
+/// grants, then syncs again under the new key (queued changes re-encrypted, every document
+/// snapshotted). The revoked devices can read nothing written afterwards.
+pub fn revoke_devices(
+    client: &mut SyncClient,
+    store: &dyn Store,
+    devices: &[DeviceId],
+    timeout: Duration,
+) -> Result<Report, NetError> {
+    register_device(client, timeout)?;
+    sync_once(client, store, timeout)?;
+    let rotation = client.plan_rotation(devices)?;
+    let config = client.config().clone();
+    let space = client.keys().space().clone();
+    let body = serde_json::to_string(&http::PushChange {
+        blob: rotation.record.clone(),
+    })
+    .expect("serializes");
+    let (status, text) = http_request(
+        &config,
+        "POST",
+        &routes::changes(&space, &rotation.keyring),
+        client.keys().token(),
+        Some(&body),
+        timeout,
+    )?;
+    if status != 201 && status != 200 {
+        return Err(refused(status, &text));
+    }
+    let body = serde_json::to_string(&http::RotateToken {
+        token: rotation.token.clone(),
+        keep_grants: Some(rotation.keep_grants.clone()),
+    })
+    .expect("serializes");
+    let (status, text) = http_request(
+        &config,
+        "POST",
+        &routes::token(&space),
+        client.keys().token(),
+        Some(&body),
+        timeout,
+    )?;
+    if status != 204 && status != 200 {
+        // The record is in the keyring but the token did not change: no device adopts it
+        // (they do only when their token is refused), so nothing is half done.
+        return Err(refused(status, &text));
+    }
+    client.commit_rotation(rotation)?;
+    client.save(store)?;
+    sync_once(client, store, timeout)
+}
+
+/// Reads the keyring with this device's grant and moves to the newest key epoch sealed to
+/// it. `Ok(false)` when there is none.
+fn recover_rotation(client: &mut SyncClient, timeout: Duration) -> Result<bool, NetError> {
+    let config = client.config().clone();
+    let space = client.keys().space().clone();
+    let token = client.device_token()?;
+    let mut entries = Vec::new();
+    let mut since = 0;
+    loop {
+        let path = format!(
+            "{}?since={since}&limit={MAX_ENTRIES_PER_MESSAGE}",
+            routes::entries(&space, &client.keyring())
+        );
+        let (status, text) = http_request(&config, "GET", &path, &token, None, timeout)?;
+        match status {
+            200 => {}
+            401 | 403 => return Err(NetError::Revoked),
+            404 => break,
+            _ => return Err(refused(status, &text)),
+        }
+        let page: http::EntriesPage = serde_json::from_str(&text)
+            .map_err(|e| NetError::Refused(format!("malformed answer: {e}")))?;
+        since = page.entries.last().map_or(since, |e| e.seq);
+        entries.extend(page.entries);
+        if !page.more {
+            break;
         }
     }
+    Ok(client.adopt_rotations(&entries)?.is_some())
 }
 
 /// What a sync round did.
@@ -493,7 +672,43 @@ pub fn sync_once(
         ..Report::default()
     };
     client.save(store)?;
-    let result = exchange(client, store, timeout, &mut report);
+    if client.device_grant().is_none() {
+        // Devices from before device grants (or whose registration failed) register now.
+        match register_device(client, timeout) {
+            Ok(()) => client.save(store)?,
+            // Connection failures would only repeat in the exchange.
+            Err(
+                e @ (NetError::Revoked
+                | NetError::Unreachable(..)
+                | NetError::Untrusted(_)
+                | NetError::TrustedCa(_)
+                | NetError::Address(..)),
+            ) => return Err(e),
+            Err(e) => tracing::warn!("sync: registering this device: {e}"),
+        }
+    }
+    let mut result = exchange(client, store, timeout, &mut report);
+    if matches!(result, Err(NetError::Unauthorized)) && client.device_grant().is_none() {
+        result = Err(NetError::Refused(UNKNOWN_KEY.into()));
+    } else if matches!(result, Err(NetError::Unauthorized)) {
+        // The space token was replaced: a device was revoked. Learn the new key, if this
+        // device is still a member, and go again.
+        client.disconnected();
+        result = match recover_rotation(client, timeout) {
+            Ok(true) => {
+                client.save(store)?;
+                exchange(client, store, timeout, &mut report).map_err(|e| {
+                    if matches!(e, NetError::Unauthorized) {
+                        NetError::Revoked
+                    } else {
+                        e
+                    }
+                })
+            }
+            Ok(false) => Err(NetError::Revoked),
+            Err(e) => Err(e),
+        };
+    }
     client.disconnected();
     client.save(store)?;
     report.pending = client.pending();
@@ -547,6 +762,11 @@ fn exchange(
                     .map_err(|e| NetError::Refused(format!("malformed message: {e}")))?;
                 report.received += 1;
                 let fatal = match &message {
+                    ServerMessage::Error {
+                        id: None,
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    } if !welcomed => return Err(NetError::Unauthorized),
                     ServerMessage::Error {
                         id: None,
                         code,

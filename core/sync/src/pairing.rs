@@ -2,7 +2,8 @@
 //!
 //! Binary payload (docs/SYNC.md): version `1` | space id (16 bytes) | secret (32 bytes) | key
 //! epoch (u32, big-endian) | server URL (UTF-8, the rest) | checksum (first 4 bytes of the
-//! SHA-256 of everything before it). As text it is Crockford base32 in groups of five
+//! SHA-256 of everything before it). After a key rotation (epoch above 0) the version is `2`
+//! and the epoch's own secret (32 bytes) follows the epoch. As text it is Crockford base32 in groups of five
 //! characters joined by `-` (case-insensitive; `O` reads as `0`, `I` and `L` as `1`; spaces and
 //! dashes are ignored), as a QR payload the URI `nexus://pair/<text>`.
 
@@ -14,8 +15,10 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::SpaceSecret;
 
-/// Version byte of the pairing payload.
+/// Version byte of the pairing payload (epoch 0).
 pub const PAIRING_VERSION: u8 = 1;
+/// Version byte of a payload that carries an epoch secret (after a key rotation).
+pub const PAIRING_VERSION_ROTATED: u8 = 2;
 /// Scheme and path of the QR payload.
 pub const PAIRING_URI_PREFIX: &str = "nexus://pair/";
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -54,6 +57,8 @@ pub struct PairingCode {
     pub secret: SpaceSecret,
     /// The current key epoch.
     pub epoch: u32,
+    /// The current epoch's own secret, after a key rotation.
+    pub epoch_secret: Option<SpaceSecret>,
 }
 
 impl fmt::Debug for PairingCode {
@@ -82,10 +87,17 @@ fn space_bytes(space: &SpaceId) -> [u8; 16] {
 impl PairingCode {
     fn payload(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(FIXED + self.server.len() + CHECKSUM);
-        bytes.push(PAIRING_VERSION);
+        bytes.push(if self.epoch_secret.is_some() {
+            PAIRING_VERSION_ROTATED
+        } else {
+            PAIRING_VERSION
+        });
         bytes.extend_from_slice(&space_bytes(&self.space));
         bytes.extend_from_slice(self.secret.expose());
         bytes.extend_from_slice(&self.epoch.to_be_bytes());
+        if let Some(s) = &self.epoch_secret {
+            bytes.extend_from_slice(s.expose());
+        }
         bytes.extend_from_slice(self.server.as_bytes());
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..CHECKSUM]);
@@ -123,15 +135,26 @@ impl PairingCode {
         if Sha256::digest(body)[..CHECKSUM] != *sum {
             return Err(PairingError::Checksum);
         }
-        if body[0] != PAIRING_VERSION {
-            return Err(PairingError::Version(body[0]));
-        }
+        let rotated = match body[0] {
+            PAIRING_VERSION => false,
+            PAIRING_VERSION_ROTATED => true,
+            v => return Err(PairingError::Version(v)),
+        };
         let mut space = [0; 16];
         space.copy_from_slice(&body[1..17]);
         let mut secret = [0; 32];
         secret.copy_from_slice(&body[17..49]);
         let epoch = u32::from_be_bytes([body[49], body[50], body[51], body[52]]);
-        let server = std::str::from_utf8(&body[FIXED..])
+        let (epoch_secret, rest) = if rotated {
+            let s: [u8; 32] = body
+                .get(FIXED..FIXED + 32)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(PairingError::TooShort)?;
+            (Some(SpaceSecret::from_bytes(s)), &body[FIXED + 32..])
+        } else {
+            (None, &body[FIXED..])
+        };
+        let server = std::str::from_utf8(rest)
             .map_err(|_| PairingError::BadUrl)?
             .to_owned();
         Ok(Self {
@@ -139,6 +162,7 @@ impl PairingCode {
             space: SpaceId::from_bytes(space),
             secret: SpaceSecret::from_bytes(secret),
             epoch,
+            epoch_secret,
         })
     }
 }
@@ -203,8 +227,21 @@ mod tests {
             server: "ws://127.0.0.1:8787".into(),
             space: SpaceId::from_bytes([0xab; 16]),
             secret: SpaceSecret::from_bytes([7; 32]),
-            epoch: 3,
+            epoch: 0,
+            epoch_secret: None,
         }
+    }
+
+    #[test]
+    fn codes_after_a_rotation_carry_the_epoch_secret() {
+        let rotated = PairingCode {
+            epoch: 3,
+            epoch_secret: Some(SpaceSecret::from_bytes([9; 32])),
+            ..code()
+        };
+        let text = rotated.to_text();
+        assert!(text.len() > code().to_text().len());
+        assert_eq!(PairingCode::parse(&text).expect("parse"), rotated);
     }
 
     #[test]

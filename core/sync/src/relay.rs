@@ -145,8 +145,9 @@ impl Relay {
         entry.seq = *head;
         let log = space.docs.entry(doc.clone()).or_default();
         if let Some(covers) = entry.covers {
-            // Compaction: the snapshot replaces what it covers.
-            log.retain(|e| e.seq > covers && e.kind == BlobKind::Change);
+            // Compaction: the snapshot replaces what it covers. An older snapshot above
+            // `covers` stays: dropping it would leave a hole in the sequence numbers.
+            log.retain(|e| e.seq > covers);
         }
         log.push(entry.clone());
         let seq = entry.seq;

@@ -74,7 +74,7 @@ fn am(e: automerge::AutomergeError) -> SyncError {
 
 fn order(name: Option<&DocName>) -> u8 {
     match name {
-        Some(DocName::Settings) => 0,
+        Some(DocName::Settings | DocName::Space) => 0,
         Some(DocName::Companion(_)) => 1,
         Some(DocName::Conversation(_)) => 2,
         Some(DocName::Journal) => 3,
@@ -377,6 +377,11 @@ impl Replica {
         self.docs
             .get_mut(&keys.doc_id(&name.to_string()))
             .map(|s| &mut s.doc)
+    }
+
+    /// Ids of the documents this device has.
+    pub fn ids(&self) -> Vec<DocId> {
+        self.docs.keys().cloned().collect()
     }
 
     /// Names of the documents this device has (those whose name is known).

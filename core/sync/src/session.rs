@@ -384,10 +384,26 @@ impl Session {
     pub fn caught_up(&self) -> bool {
         self.phase == Phase::Live
             && self.state.pending.is_empty()
+            && self.snapshots.is_empty()
             && self
                 .heads
                 .iter()
                 .all(|(doc, head)| self.cursor(doc) >= *head)
+    }
+
+    /// Uses `token` from now on (a key rotation); the next Hello carries it.
+    pub fn set_token(&mut self, token: Token) {
+        self.token = token;
+    }
+
+    /// Re-encrypts every unacknowledged push with `reseal` (a key rotation: what was queued
+    /// under the old key goes out under the new one). A push `reseal` cannot handle is kept.
+    pub fn reseal_pending(&mut self, mut reseal: impl FnMut(&DocId, &Blob) -> Option<Blob>) {
+        for p in &mut self.state.pending {
+            if let Some(blob) = reseal(&p.doc, &p.blob) {
+                p.blob = blob;
+            }
+        }
     }
 
     /// Unacknowledged pushes.

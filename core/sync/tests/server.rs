@@ -177,3 +177,151 @@ fn a_wrong_token_is_refused_by_the_server() {
     assert!(err.to_string().contains("refused"), "{err}");
     assert!(b.list_companions().unwrap().is_empty());
 }
+
+/// Every entry of every document of `space` in the server's database, read directly.
+fn server_entries(
+    dir: &std::path::Path,
+    space: &nexus_sync_protocol::SpaceId,
+) -> Vec<(nexus_sync_protocol::DocId, nexus_sync_protocol::Entry)> {
+    use nexus_sync_server::Storage as _;
+    let storage = SqliteStorage::open(dir).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut out = Vec::new();
+            for doc in storage.heads(space).await.unwrap().into_keys() {
+                let page = storage
+                    .entries(space, &doc, 0, 100_000, usize::MAX)
+                    .await
+                    .unwrap();
+                out.extend(page.entries.into_iter().map(|e| (doc.clone(), e)));
+            }
+            out
+        })
+}
+
+#[test]
+fn a_revoked_device_is_locked_out_and_the_others_carry_on() {
+    let dirs = tempfile::tempdir().unwrap();
+    let server_dir = dirs.path().join("server");
+    let url = start_server(&server_dir);
+    let a = SqliteStore::open(&dirs.path().join("a.db")).unwrap();
+    let b = SqliteStore::open(&dirs.path().join("b.db")).unwrap();
+    let c = SqliteStore::open(&dirs.path().join("c.db")).unwrap();
+    let mira = companion(&a, "Mira", 1_000);
+    add_memory(&a, mira.id, "Written before the revocation.", 1_100);
+
+    let mut ca = SyncClient::create_space(&a, &url).unwrap();
+    ca.rename_device("laptop").unwrap();
+    register_space(&ca, T).unwrap();
+    sync_once(&mut ca, &a, T).unwrap();
+    let code = ca.pairing_code().unwrap();
+    let mut cb = SyncClient::join(&b, &code).unwrap();
+    cb.rename_device("phone").unwrap();
+    let mut cc = SyncClient::join(&c, &code).unwrap();
+    cc.rename_device("lost tablet").unwrap();
+    for _ in 0..2 {
+        sync_once(&mut cb, &b, T).unwrap();
+        sync_once(&mut cc, &c, T).unwrap();
+        sync_once(&mut ca, &a, T).unwrap();
+    }
+    let names = |c: &SyncClient| {
+        c.devices()
+            .into_iter()
+            .map(|d| (d.name, d.registered, d.revoked_at.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&ca),
+        vec![
+            ("laptop".into(), true, false),
+            ("lost tablet".into(), true, false),
+            ("phone".into(), true, false)
+        ]
+    );
+    assert_eq!(dump(&a), dump(&c));
+
+    // B has an edit queued offline when A revokes C.
+    add_memory(&b, mira.id, "B wrote this offline.", 1_500);
+    cb.sync_local(&b).unwrap();
+    cb.save(&b).unwrap();
+
+    let tablet = cc.device_id().unwrap();
+    let old_token = cc.keys().token().clone();
+    nexus_sync::net::revoke_devices(&mut ca, &a, &[tablet], T).unwrap();
+    assert_eq!(ca.keys().epoch(), 1);
+    assert_ne!(ca.keys().token(), &old_token);
+    add_memory(&a, mira.id, "Written after the revocation.", 2_000);
+    sync_once(&mut ca, &a, T).unwrap();
+
+    // B's token no longer works: it reads the keyring with its device grant, opens the new
+    // epoch secret, re-encrypts its queued edit and carries on.
+    let report = sync_once(&mut cb, &b, T);
+    let report = report.unwrap_or_else(|e| panic!("{e}: {:?} {:?}", cb.status(), cb.take_errors()));
+    assert_eq!(report.pending, 0, "{report:?}");
+    assert_eq!(cb.keys().epoch(), 1);
+    assert_eq!(cb.keys().token(), ca.keys().token());
+    sync_once(&mut ca, &a, T).unwrap();
+    assert_eq!(dump(&a), dump(&b));
+    let texts = |s: &SqliteStore| -> Vec<String> {
+        s.list_memories(mira.id, true)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    };
+    assert!(texts(&a).contains(&"B wrote this offline.".to_owned()));
+    assert!(texts(&b).contains(&"Written after the revocation.".to_owned()));
+    let on_b = names(&cb);
+    assert!(
+        on_b.contains(&("lost tablet".into(), true, true)),
+        "{on_b:?}"
+    );
+
+    // C is out: its token and its device grant are refused, and it learns nothing new.
+    let err = sync_once(&mut cc, &c, T).unwrap_err();
+    assert!(matches!(err, nexus_sync::net::NetError::Revoked), "{err}");
+    assert!(err.to_string().contains("removed from the space"), "{err}");
+    assert!(!texts(&c).contains(&"Written after the revocation.".to_owned()));
+
+    // Even with a copy of the server's database, C's keys open nothing written since: every
+    // entry after the rotation is under epoch 1 (snapshots included), which C cannot derive.
+    let entries = server_entries(&server_dir, ca.keys().space());
+    let keyring = ca.keyring();
+    let mut new_epoch = 0;
+    for (doc, e) in &entries {
+        if *doc == keyring {
+            continue;
+        }
+        let epoch = u32::from_be_bytes(e.blob.0[1..5].try_into().unwrap());
+        if epoch == 1 {
+            new_epoch += 1;
+            assert!(cc.keys().open(doc, e.kind, &e.blob).is_err());
+            assert!(ca.keys().open(doc, e.kind, &e.blob).is_ok());
+        }
+    }
+    assert!(
+        new_epoch >= 3,
+        "snapshots and changes under the new key: {new_epoch}"
+    );
+    // The old token's own derivation from the space secret does not give the new epoch either.
+    let guessed = nexus_sync::SpaceKeys::derive(ca.keys().space(), &code.secret, 1);
+    assert_ne!(guessed.token(), ca.keys().token());
+
+    // A device paired after the rotation gets everything, old and new.
+    let d = SqliteStore::open(&dirs.path().join("d.db")).unwrap();
+    let code = PairingCode::parse(&ca.pairing_code().unwrap().to_text()).unwrap();
+    assert_eq!(code.epoch, 1);
+    let mut cd = SyncClient::join(&d, &code).unwrap();
+    let report = sync_once(&mut cd, &d, T);
+    let report = report.unwrap_or_else(|e| panic!("{e}: {:?} {:?}", cd.status(), cd.take_errors()));
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(dump(&a), dump(&d));
+    assert!(texts(&d).contains(&"Written before the revocation.".to_owned()));
+
+    // Revoking yourself is refused with a clear message.
+    let me = ca.device_id().unwrap();
+    let err = nexus_sync::net::revoke_devices(&mut ca, &a, &[me], T).unwrap_err();
+    assert!(err.to_string().contains("cannot revoke itself"), "{err}");
+}
