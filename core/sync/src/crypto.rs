@@ -125,7 +125,10 @@ fn expand(secret: &SpaceSecret, info: &[&[u8]]) -> [u8; 32] {
 /// The key of document `doc` under an epoch's encryption key: HKDF-SHA256 with info
 /// `nexus-sync/doc-key/` + the document id (32 hex digits).
 fn document_key(epoch_key: &[u8; 32], doc: &DocId) -> [u8; 32] {
-    hkdf(epoch_key, &[b"nexus-sync/doc-key/", doc.as_str().as_bytes()])
+    hkdf(
+        epoch_key,
+        &[b"nexus-sync/doc-key/", doc.as_str().as_bytes()],
+    )
 }
 
 /// Names documents: the opaque id of the document called `name`.
@@ -414,7 +417,13 @@ impl DocKeys {
         }
         let key = &self.keys[&self.epoch];
         Ok(seal_blob(
-            key, &self.space, self.epoch, doc, kind, plaintext, nonce,
+            key,
+            &self.space,
+            self.epoch,
+            doc,
+            kind,
+            plaintext,
+            nonce,
         ))
     }
 
@@ -566,10 +575,7 @@ mod tests {
         assert_eq!(blob_x.0[0], BLOB_VERSION);
         assert_eq!(blob_x.0.len(), BLOB_HEADER_LEN + 7 + TAG_LEN);
         // The keys differ per document, so a share of X is no share of Y.
-        assert_ne!(
-            document_key(&k.keys[&0], &x),
-            document_key(&k.keys[&0], &y)
-        );
+        assert_ne!(document_key(&k.keys[&0], &x), document_key(&k.keys[&0], &y));
         assert_eq!(
             k.open(&x, BlobKind::Change, &blob_x).expect("x"),
             b"about x"
@@ -597,7 +603,9 @@ mod tests {
             b"owner"
         );
         assert_eq!(
-            shared.open(&x, BlobKind::Snapshot, &snapshot).expect("open"),
+            shared
+                .open(&x, BlobKind::Snapshot, &snapshot)
+                .expect("open"),
             b"whole"
         );
         let back = shared

@@ -100,7 +100,12 @@ fn owner(dir: &std::path::Path, url: &str) -> Owner {
     let conv = conversation(&store, mira.id, 1_200);
     append(&store, conv.id, "A private conversation with Mira.", 1_300);
     let nova = companion(&store, "Nova", 1_400);
-    add_memory(&store, nova.id, "Nova knows the owner's secret plan.", 1_500);
+    add_memory(
+        &store,
+        nova.id,
+        "Nova knows the owner's secret plan.",
+        1_500,
+    );
     let mut client = SyncClient::create_space(&store, url).unwrap();
     register_space(&client, T).unwrap();
     sync_once(&mut client, &store, T).unwrap();
@@ -172,7 +177,10 @@ fn a_read_only_share_gives_one_companion_and_nothing_else() {
 
     // The server forbids writing with the grant, and reading anything but the shared document.
     let space = o.client.keys().space().clone();
-    let nova_doc = o.client.keys().doc_id(&DocName::Companion(o.nova.id).to_string());
+    let nova_doc = o
+        .client
+        .keys()
+        .doc_id(&DocName::Companion(o.nova.id).to_string());
     let push = r#"{"blob":"AAAA"}"#;
     let status = |method, path: String, body| http_status(&url, method, &path, &code.token, body);
     assert_eq!(
@@ -184,11 +192,19 @@ fn a_read_only_share_gives_one_companion_and_nothing_else() {
         403
     );
     assert_eq!(
-        status("GET", format!("/v1/spaces/{space}/docs/{nova_doc}/entries"), ""),
+        status(
+            "GET",
+            format!("/v1/spaces/{space}/docs/{nova_doc}/entries"),
+            ""
+        ),
         403
     );
     assert_eq!(
-        status("GET", format!("/v1/spaces/{space}/docs/{}/entries", code.doc), ""),
+        status(
+            "GET",
+            format!("/v1/spaces/{space}/docs/{}/entries", code.doc),
+            ""
+        ),
         200
     );
     assert_eq!(
@@ -330,7 +346,10 @@ fn unsharing_or_a_key_rotation_ends_the_share_and_the_recipient_keeps_what_it_ha
 
     let err = sync_share(&mut mira, &r, T).unwrap_err();
     assert!(matches!(err, NetError::NoLongerShared(_)), "{err}");
-    assert!(err.to_string().contains("Mira is no longer shared"), "{err}");
+    assert!(
+        err.to_string().contains("Mira is no longer shared"),
+        "{err}"
+    );
     assert!(mira.ended());
     assert_eq!(memories(&r, o.mira.id), ["The owner has a cat named Tofu."]);
     // It stays ended (no more connections), also after a restart.
@@ -348,7 +367,10 @@ fn unsharing_or_a_key_rotation_ends_the_share_and_the_recipient_keeps_what_it_ha
     add_memory(&o.store, o.nova.id, "Written after the rotation.", 3_000);
     sync_once(&mut o.client, &o.store, T).unwrap();
     let err = sync_share(&mut nova, &r, T).unwrap_err();
-    assert!(err.to_string().contains("Nova is no longer shared"), "{err}");
+    assert!(
+        err.to_string().contains("Nova is no longer shared"),
+        "{err}"
+    );
     assert_eq!(
         memories(&r, o.nova.id),
         ["Nova knows the owner's secret plan."]

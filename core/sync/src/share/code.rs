@@ -278,7 +278,10 @@ mod tests {
         };
         assert_eq!(ShareCode::parse(&rw.to_text()).expect("rw"), rw);
         let debug = format!("{c:?}");
-        assert!(!debug.contains("key:") && !debug.contains("token"), "{debug}");
+        assert!(
+            !debug.contains("key:") && !debug.contains("token"),
+            "{debug}"
+        );
         assert_eq!(c.doc_keys().doc(), &c.doc);
         assert_eq!(c.doc_keys().key(3), Some(&[7; 32]));
     }

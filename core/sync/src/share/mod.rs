@@ -39,12 +39,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nexus_common::CompanionId;
 use nexus_store::{Store, StoreError};
 use nexus_sync_protocol::{
-    Access, BlobKind, ClientMessage, DocId, MAX_CHANGE_BYTES, MAX_SNAPSHOT_BYTES, ServerMessage,
-    SpaceId, Token,
+    BlobKind, ClientMessage, DocId, MAX_CHANGE_BYTES, MAX_SNAPSHOT_BYTES, ServerMessage, SpaceId,
+    Token,
 };
 use serde::{Deserialize, Serialize};
 
-pub use code::{MAX_LABEL_BYTES, SHARE_MARK, SHARE_URI_PREFIX, SHARE_VERSION, ShareCode, ShareError};
+pub use code::{
+    MAX_LABEL_BYTES, SHARE_MARK, SHARE_URI_PREFIX, SHARE_VERSION, ShareCode, ShareError,
+};
+/// Read, or read and write (the protocol's grant access).
+pub use nexus_sync_protocol::Access;
 
 use crate::client::DEFAULT_SNAPSHOT_EVERY;
 use crate::crypto::{DocKeys, random_bytes};
@@ -279,6 +283,24 @@ pub struct ReceivedShare {
     pub ended_at: Option<i64>,
 }
 
+impl From<&ShareConfig> for ReceivedShare {
+    fn from(c: &ShareConfig) -> Self {
+        Self {
+            companion_id: c
+                .name
+                .strip_prefix("companion/")
+                .unwrap_or(&c.name)
+                .to_owned(),
+            companion: c.label.clone(),
+            access: c.access,
+            server: c.server.clone(),
+            space: c.space.to_string(),
+            joined_at: c.joined_at,
+            ended_at: c.ended_at,
+        }
+    }
+}
+
 fn state_prefix(space: &SpaceId, doc: &DocId) -> String {
     format!("{SHARE_STATE_PREFIX}{space}/{doc}/")
 }
@@ -313,7 +335,8 @@ impl std::fmt::Debug for ShareConfig {
 
 impl ShareClient {
     fn build(config: ShareConfig, replica: Replica, state: SessionState) -> Result<Self> {
-        let damaged = || SyncError::Schema("the stored keys of a shared companion are damaged".into());
+        let damaged =
+            || SyncError::Schema("the stored keys of a shared companion are damaged".into());
         let name: DocName = config.name.parse()?;
         let DocName::Companion(companion) = name else {
             return Err(SyncError::Schema(format!(
@@ -395,14 +418,14 @@ impl ShareClient {
         Ok(client)
     }
 
-    /// Every share saved on this device.
-    pub fn open_all(store: &dyn Store) -> Result<Vec<Self>> {
+    /// The prefixes and configurations of the shares saved on this device.
+    fn configs(store: &dyn Store) -> Result<Vec<(String, ShareConfig)>> {
         let mut out = Vec::new();
         for key in store.sync_keys(SHARE_STATE_PREFIX)? {
+            // `share/<space>/<doc>/config` only (not a document key ending in "config").
             let Some(prefix) = key.strip_suffix("config") else {
                 continue;
             };
-            // `share/<space>/<doc>/config` only (not a document key ending in "config").
             if prefix.matches('/').count() != 3 {
                 continue;
             }
@@ -411,6 +434,23 @@ impl ShareClient {
             };
             let config: ShareConfig = serde_json::from_slice(&config)
                 .map_err(|e| SyncError::Schema(format!("the stored share settings: {e}")))?;
+            out.push((prefix.to_owned(), config));
+        }
+        Ok(out)
+    }
+
+    /// The shares saved on this device, without loading their documents.
+    pub fn received(store: &dyn Store) -> Result<Vec<ReceivedShare>> {
+        Ok(Self::configs(store)?
+            .into_iter()
+            .map(|(_, c)| ReceivedShare::from(&c))
+            .collect())
+    }
+
+    /// Every share saved on this device.
+    pub fn open_all(store: &dyn Store) -> Result<Vec<Self>> {
+        let mut out = Vec::new();
+        for (prefix, config) in Self::configs(store)? {
             let state = match store.sync_value(&format!("{prefix}session"))? {
                 Some(state) => serde_json::from_slice(&state)
                     .map_err(|e| SyncError::Schema(format!("the stored share session: {e}")))?,
@@ -428,15 +468,7 @@ impl ShareClient {
 
     /// What is shown about the share.
     pub fn info(&self) -> ReceivedShare {
-        ReceivedShare {
-            companion_id: self.companion_id().to_string(),
-            companion: self.config.label.clone(),
-            access: self.config.access,
-            server: self.config.server.clone(),
-            space: self.config.space.to_string(),
-            joined_at: self.config.joined_at,
-            ended_at: self.config.ended_at,
-        }
+        ReceivedShare::from(&self.config)
     }
 
     /// The shared companion.
@@ -591,7 +623,10 @@ impl ShareClient {
             match event {
                 Event::Apply { doc, entry } if doc != self.config.doc => {
                     // The server sends a grant its documents only; anything else is ignored.
-                    self.error(format!("entry {} of a document that is not shared", entry.seq));
+                    self.error(format!(
+                        "entry {} of a document that is not shared",
+                        entry.seq
+                    ));
                     self.session.applied(&doc, &entry);
                 }
                 Event::Apply { doc, entry } => {

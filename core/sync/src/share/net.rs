@@ -101,8 +101,14 @@ pub fn unshare(
     if share.status == ShareStatus::Active {
         let server = client.config().server.clone();
         let path = format!("{}/{id}", routes::grants(client.keys().space()));
-        let (status, text) =
-            http_request(&server, "DELETE", &path, client.keys().token(), None, timeout)?;
+        let (status, text) = http_request(
+            &server,
+            "DELETE",
+            &path,
+            client.keys().token(),
+            None,
+            timeout,
+        )?;
         match status {
             200 | 204 | 404 => {}
             _ => return Err(refused(status, &text)),
