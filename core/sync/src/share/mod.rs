@@ -54,7 +54,7 @@ use crate::client::DEFAULT_SNAPSHOT_EVERY;
 use crate::crypto::{DocKeys, random_bytes};
 use crate::doc::{DocName, Field, Record};
 use crate::replica::Replica;
-use crate::session::{Event, Phase, Session, SessionState};
+use crate::session::{Event, Session, SessionState};
 use crate::{Result, SyncClient, SyncError};
 
 /// Prefix of every sync state key of shares received by this device.
@@ -597,11 +597,6 @@ impl ShareClient {
     /// Unacknowledged changes.
     pub fn pending(&self) -> usize {
         self.session.pending()
-    }
-
-    /// Whether the session is live.
-    pub fn live(&self) -> bool {
-        self.session.phase() == Phase::Live
     }
 
     fn error(&mut self, message: String) {
