@@ -552,3 +552,53 @@ fn sharing_a_companion_with_another_person() {
     let out = run(&reader, &["sync", "now"]);
     assert_eq!(out.status.code(), Some(2), "nothing to sync: {out:?}");
 }
+
+#[test]
+fn a_chat_syncs_shared_companions_in_the_background() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = start_server(&tmp.path().join("server"));
+    let (owner, reader) = (tmp.path().join("owner"), tmp.path().join("reader"));
+    ok(run(&owner, &["companion", "create", "Mira"]));
+    ok(run(&owner, &["sync", "enable", "--server", &url]));
+    let code = json(&ok(run(&owner, &["companion", "share", "Mira", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    ok(run(&reader, &["companion", "join-share", &code]));
+    ok(run(
+        &owner,
+        &[
+            "companion",
+            "edit",
+            "Mira",
+            "--greeting",
+            "Hello from the owner!",
+        ],
+    ));
+    ok(run(&owner, &["sync", "now"]));
+    // The reader has no sync of their own: the chat syncs the share by itself while it runs.
+    let mut chat = support::nexus(&reader)
+        .args(["chat", "--companion", "Mira"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn nexus chat");
+    let started = std::time::Instant::now();
+    let greeting = loop {
+        let mira = json(&ok(run(&reader, &["companion", "show", "Mira", "--json"])));
+        if mira["greeting"] == "Hello from the owner!"
+            || started.elapsed() > std::time::Duration::from_secs(60)
+        {
+            break mira["greeting"].clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    {
+        use std::io::Write as _;
+        let mut stdin = chat.stdin.take().expect("stdin");
+        stdin.write_all(b"/quit\n").expect("write");
+    }
+    ok(chat.wait_with_output().expect("chat ends"));
+    assert_eq!(greeting, "Hello from the owner!");
+}
