@@ -40,6 +40,12 @@ pub enum NetError {
         "the sync server no longer accepts this device: it was removed from the space on another device. Run `nexus sync disable`, then pair it again if that was a mistake"
     )]
     Revoked,
+    /// The owner of a shared companion no longer shares it (the server refuses the grant:
+    /// they unshared it, or replaced their key after removing a device).
+    #[error(
+        "{0} is no longer shared with you: its owner stopped sharing it (or replaced their keys). You keep what you had; `nexus companion leave-share {0}` removes the share from this device"
+    )]
+    NoLongerShared(String),
     /// Sync itself failed.
     #[error(transparent)]
     Sync(#[from] SyncError),
@@ -88,7 +94,7 @@ fn connect_tcp(server: &str, timeout: Duration) -> Result<(TcpStream, String), N
 const UNKNOWN_KEY: &str = "the sync server refused this space's key: the pairing code is wrong or outdated, or this device was removed from the space";
 
 /// One HTTP request with a bearer token and an optional JSON body: status and body.
-fn http_request(
+pub(crate) fn http_request(
     server: &str,
     method: &str,
     path: &str,
@@ -144,7 +150,7 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-fn refused(status: u16, body: &str) -> NetError {
+pub(crate) fn refused(status: u16, body: &str) -> NetError {
     NetError::Refused(format!("HTTP {status}: {body}"))
 }
 
@@ -361,13 +367,53 @@ pub fn sync_once(
     result.map(|()| report)
 }
 
-fn exchange(
-    client: &mut SyncClient,
+/// What a WebSocket round drives: the device's own [`SyncClient`], or a
+/// [`crate::ShareClient`] (a companion shared with this device).
+pub(crate) trait Peer {
+    /// The server.
+    fn server(&self) -> String;
+    /// See [`SyncClient::connected`].
+    fn connected(&mut self);
+    /// See [`SyncClient::outgoing`].
+    fn outgoing(&mut self) -> Vec<nexus_sync_protocol::ClientMessage>;
+    /// See [`SyncClient::caught_up`].
+    fn caught_up(&self) -> bool;
+    /// See [`SyncClient::needs_resync`].
+    fn needs_resync(&self) -> bool;
+    /// See [`SyncClient::handle`].
+    fn handle(&mut self, store: &dyn Store, message: ServerMessage) -> Result<(), SyncError>;
+}
+
+impl Peer for SyncClient {
+    fn server(&self) -> String {
+        self.config().server.clone()
+    }
+    fn connected(&mut self) {
+        SyncClient::connected(self);
+    }
+    fn outgoing(&mut self) -> Vec<nexus_sync_protocol::ClientMessage> {
+        SyncClient::outgoing(self)
+    }
+    fn caught_up(&self) -> bool {
+        SyncClient::caught_up(self)
+    }
+    fn needs_resync(&self) -> bool {
+        SyncClient::needs_resync(self)
+    }
+    fn handle(&mut self, store: &dyn Store, message: ServerMessage) -> Result<(), SyncError> {
+        SyncClient::handle(self, store, message)
+    }
+}
+
+/// One WebSocket session: Hello, then messages until `client` is caught up. A refused token
+/// before Welcome is [`NetError::Unauthorized`].
+pub(crate) fn exchange(
+    client: &mut impl Peer,
     store: &dyn Store,
     timeout: Duration,
     report: &mut Report,
 ) -> Result<(), NetError> {
-    let server = client.config().server.clone();
+    let server = client.server();
     let deadline = Instant::now() + timeout;
     let (stream, _) = connect_tcp(&server, timeout)?;
     let broken = |e: tungstenite::Error| NetError::Unreachable(server.clone(), e.to_string());
