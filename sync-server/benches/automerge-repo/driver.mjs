@@ -96,7 +96,7 @@ for (let i = 0; i < clients; i++) {
     new Repo({ network: [new ClientAdapter(url)], peerId: `c${i}` }),
   )
 }
-await until("connections", 60_000, () => repos.every((r) => r.peers.length > 0))
+await until("connections", 120_000, () => repos.every((r) => r.peers.length > 0))
 const handles = new Array(clients)
 const groups = clients / group
 const initial = Object.fromEntries(Array.from({ length: group }, (_, k) => [`c${k}`, []]))
