@@ -14,8 +14,11 @@
 //   {"event":"ready"}            all clients connected and holding their group's document;
 //                                the driver then waits for a "go" line on stdin
 //   {"event":"sent"}             the paced phase is over (no more changes are made)
-//   {"event":"result", ...}      after every client saw every change, or `drain` seconds
-// Errors go to stderr and exit with code 1.
+//   {"event":"result", ...}      after every client saw every change, or `drain` seconds:
+//                                changes made, deliveries to other clients, lost (changes
+//                                that did not reach every other client of their group),
+//                                errors, the driver's CPU and event loop delay, latencies (ms)
+// Setup errors go to stderr and exit with code 1.
 import { monitorEventLoopDelay, performance } from "node:perf_hooks"
 import readline from "node:readline"
 
@@ -183,6 +186,14 @@ const missing = () => {
 const drainStart = performance.now()
 while (missing() > 0 && performance.now() - drainStart < drain * 1000) await sleep(50)
 const drainSecs = (performance.now() - drainStart) / 1000
+// Lost: changes that did not reach every other client of their group.
+let lost = 0
+for (let i = 0; i < clients; i++) {
+  const g0 = i - (i % group)
+  let least = sent[i]
+  for (let k = 0; k < group; k++) if (g0 + k !== i) least = Math.min(least, seen[g0 + k][i % group])
+  lost += sent[i] - least
+}
 const changes = sent.reduce((a, b) => a + b, 0)
 emit({
   event: "result",
@@ -192,7 +203,8 @@ emit({
   drain_secs: drainSecs,
   delivered,
   expected: changes * (group - 1),
-  lost: missing(),
+  lost,
+  missing: missing(),
   errors,
   client_cpu_pct: ((cpu.user + cpu.system) / 1000 / (sentSecs * 1000)) * 100,
   loop_delay_p99_ms: loop.percentile(99) / 1e6,
