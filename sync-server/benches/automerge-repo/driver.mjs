@@ -62,7 +62,9 @@ process.on("uncaughtException", count)
 process.on("unhandledRejection", count)
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-const emit = (o) => process.stdout.write(JSON.stringify(o) + "\n")
+// Resolves once the line is handed to the pipe (a result line is larger than a pipe's buffer,
+// and exiting before then would drop it).
+const emit = (o) => new Promise((r) => process.stdout.write(JSON.stringify(o) + "\n", r))
 const fail = (msg) => {
   console.error(`driver: ${msg}`)
   process.exit(1)
@@ -138,7 +140,7 @@ for (let i = 0; i < clients; i++) {
   })
 }
 
-emit({ event: "ready" })
+await emit({ event: "ready" })
 const rl = readline.createInterface({ input: process.stdin })
 await new Promise((resolve) => rl.on("line", (l) => l.trim() === "go" && resolve()))
 
@@ -172,7 +174,7 @@ timers.forEach((t) => clearTimeout(t))
 const sentSecs = (performance.now() - start) / 1000
 const cpu = process.cpuUsage(cpu0)
 loop.disable()
-emit({ event: "sent" })
+await emit({ event: "sent" })
 
 // Drain: every client must see every change of the others in its group.
 const missing = () => {
@@ -195,7 +197,7 @@ for (let i = 0; i < clients; i++) {
   lost += sent[i] - least
 }
 const changes = sent.reduce((a, b) => a + b, 0)
-emit({
+await emit({
   event: "result",
   clients,
   changes,
