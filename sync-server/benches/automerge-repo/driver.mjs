@@ -96,12 +96,16 @@ async function find(repo, docUrl) {
 // Setup: one repo per client; the first of each group creates the document with one list per
 // member (created up front, so members never race to create them).
 const repos = []
-for (let i = 0; i < clients; i++) {
-  repos.push(
-    new Repo({ network: [new ClientAdapter(url)], peerId: `c${i}` }),
-  )
+// In batches: a burst of hundreds of connections at once sometimes left a 1.x client that never
+// joined.
+for (let i = 0; i < clients; i += 20) {
+  const batch = []
+  for (let j = i; j < Math.min(i + 20, clients); j++) {
+    batch.push(new Repo({ network: [new ClientAdapter(url)], peerId: `client-${process.pid}-${j}` }))
+  }
+  repos.push(...batch)
+  await until("connections", 60_000, () => batch.every((r) => r.peers.length > 0))
 }
-await until("connections", 120_000, () => repos.every((r) => r.peers.length > 0))
 const handles = new Array(clients)
 const groups = clients / group
 const initial = Object.fromEntries(Array.from({ length: group }, (_, k) => [`c${k}`, []]))
