@@ -782,15 +782,19 @@ fn main() {
                     Err(e) => println!("{b}, {n} clients: failed: {e}"),
                 }
             }
-        } else {
+        } else if b == "sqlite" || b == "postgres" {
             for &n in &loads {
                 rows.extend(rt.block_on(run_backend(b, n, n == largest)));
             }
+        } else {
+            println!(
+                "{b}: unknown backend (sqlite, postgres, automerge-repo, automerge-repo-sync-server)"
+            );
         }
     }
     println!("load average after: {}", load_avg().trim());
     println!(
-        "\n| backend | clients | phase | writes/s | entries delivered/s | relay p50 | p95 | p99 | max | server CPU | server CPU per write | server KiB/client | lost writes | clients' CPU | server's busiest thread waited for a CPU |"
+        "\n| backend | clients | phase | writes/s | deliveries/s | relay p50 | p95 | p99 | max | server CPU | server CPU per write | server KiB/client | lost writes | clients' CPU | server's busiest thread waited for a CPU |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
