@@ -73,6 +73,48 @@ pub enum CompanionCmd {
         #[arg(name = "TRAIT")]
         trait_name: String,
     },
+    /// Share a companion with another person: prints a share code (and a QR code) for them.
+    /// Read-only unless --write; your conversations with it stay private. Needs sync.
+    Share {
+        /// Name or id.
+        name: String,
+        /// Let them change it too (their edits and what it learns with them reach you).
+        #[arg(long)]
+        write: bool,
+        /// Print exactly {"code": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the companions you share and those shared with you.
+    Shares {
+        /// Only this companion's shares.
+        name: Option<String>,
+        /// Ended shares too.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sharing a companion (every share of it), or one share by its id.
+    Unshare {
+        /// The companion's name, or a share id as `companion shares` shows it (its last 4
+        /// characters or more).
+        target: String,
+    },
+    /// Receive a companion someone shares with you, with their share code.
+    JoinShare {
+        /// The code printed by `nexus companion share` (or its nexus://share/ URI).
+        code: String,
+    },
+    /// Stop receiving a shared companion (your copy stays unless --delete).
+    LeaveShare {
+        /// Its name.
+        name: String,
+        /// Also delete the companion from this device.
+        #[arg(long)]
+        delete: bool,
+    },
     /// How the companion's personality and your relationship changed, and why.
     Evolution {
         /// Name or id.
@@ -198,8 +240,16 @@ fn print_json(value: &impl Serialize) -> Result<(), CliError> {
 }
 
 pub fn companion(config: &NativeConfig, cmd: CompanionCmd) -> Result<(), CliError> {
+    use crate::share::{self, Change};
     let app = native::open(config)?;
     match cmd {
+        CompanionCmd::Share { name, write, json } => share::share(&app, &name, write, json)?,
+        CompanionCmd::Shares { name, all, json } => {
+            share::shares(&app, name.as_deref(), all, json)?;
+        }
+        CompanionCmd::Unshare { target } => share::unshare_cmd(&app, &target)?,
+        CompanionCmd::JoinShare { code } => share::join(&app, &code)?,
+        CompanionCmd::LeaveShare { name, delete } => share::leave(&app, &name, delete)?,
         CompanionCmd::Create { name, fields } => {
             let draft = CompanionDraft {
                 greeting: fields
@@ -284,6 +334,7 @@ pub fn companion(config: &NativeConfig, cmd: CompanionCmd) -> Result<(), CliErro
         }
         CompanionCmd::Lock { name, trait_name } => {
             let c = app.find_companion(&name)?;
+            share::check_change(app.store(), &c, Change::Edit)?;
             app.lock_trait(&c, &trait_name, true)?;
             println!(
                 "{}'s {} is locked: it will not change.",
@@ -293,6 +344,7 @@ pub fn companion(config: &NativeConfig, cmd: CompanionCmd) -> Result<(), CliErro
         }
         CompanionCmd::Unlock { name, trait_name } => {
             let c = app.find_companion(&name)?;
+            share::check_change(app.store(), &c, Change::Edit)?;
             app.lock_trait(&c, &trait_name, false)?;
             println!("{}'s {} evolves again.", c.name, trait_name.to_lowercase());
         }
@@ -340,11 +392,13 @@ pub fn companion(config: &NativeConfig, cmd: CompanionCmd) -> Result<(), CliErro
                         .into(),
                 ));
             }
+            share::check_change(app.store(), &app.find_companion(&name)?, Change::Edit)?;
             let c = app.edit_companion(&name, &patch)?;
             println!("Updated {}.", c.name);
         }
         CompanionCmd::Delete { name, yes } => {
             let c = app.find_companion(&name)?;
+            share::check_change(app.store(), &c, Change::Delete)?;
             if !yes {
                 if !std::io::stdin().is_terminal() {
                     return Err(CliError::Usage(format!(

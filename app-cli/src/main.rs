@@ -9,6 +9,7 @@ mod emotion;
 mod error;
 mod memory;
 mod privacy;
+mod share;
 mod sync;
 
 use std::path::PathBuf;

@@ -11,13 +11,13 @@ use clap::{Args, Subcommand};
 use nexus_app::native::{self, NativeConfig};
 use nexus_emotion::biometrics::{self, DEFAULT_WINDOW_MS, HrSample, HrSeries};
 use nexus_sync::net::{self, NetError, Report};
-use nexus_sync::{PairingCode, SyncClient, SyncError};
+use nexus_sync::{PairingCode, ShareClient, SyncClient, SyncError};
 use serde::Serialize;
 
 use crate::error::CliError;
 
 /// How long one sync round may take.
-const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between background rounds while chatting.
 const BACKGROUND_EVERY: Duration = Duration::from_secs(15);
 
@@ -92,6 +92,20 @@ pub enum DeviceCmd {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// Prints `payload` as a QR code (Unicode half blocks).
+pub(crate) fn print_qr(payload: &str) {
+    match qrcode::QrCode::new(payload.as_bytes()) {
+        Ok(qr) => {
+            let image = qr
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build();
+            println!("{image}");
+        }
+        Err(e) => eprintln!("warning: no QR code: {e}"),
+    }
 }
 
 /// The host name, the default name of a device.
@@ -196,21 +210,56 @@ fn open_client(store: &dyn nexus_app::Store) -> Result<SyncClient, CliError> {
     SyncClient::open(store)?.ok_or_else(|| {
         CliError::Usage(
             "sync is not enabled on this device: run `nexus sync enable --server URL` on your \
-             first device, or `nexus device join CODE` with a code from `nexus device pair`"
+             first device, or `nexus device join CODE` with a code from `nexus device pair` \
+             (a companion someone shares with you: `nexus companion join-share CODE`)"
                 .into(),
         )
     })
 }
 
 fn print_report(report: &Report, json: bool) -> Result<(), CliError> {
+    print_reports(Some(report), &[], json)
+}
+
+/// The result of one share's round, for `nexus sync now`.
+type ShareRound = (String, Result<Report, NetError>);
+
+/// Prints the device's own round (if sync is enabled) and the rounds of the companions shared
+/// with it.
+fn print_reports(own: Option<&Report>, shares: &[ShareRound], json: bool) -> Result<(), CliError> {
     if json {
+        #[derive(Serialize)]
+        struct Shared<'a> {
+            companion: &'a str,
+            received: usize,
+            local_changes: usize,
+            pending: usize,
+            error: Option<String>,
+        }
         #[derive(Serialize)]
         struct Out<'a> {
             local_changes: usize,
             received: usize,
             pending: usize,
             errors: &'a [String],
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            shares: Vec<Shared<'a>>,
         }
+        let none = Report::default();
+        let report = own.unwrap_or(&none);
+        let shares = shares
+            .iter()
+            .map(|(name, r)| {
+                let ok = r.as_ref().ok();
+                Shared {
+                    companion: name,
+                    received: ok.map_or(0, |r| r.received),
+                    local_changes: ok.map_or(0, |r| r.local_changes),
+                    pending: ok.map_or(0, |r| r.pending),
+                    error: r.as_ref().err().map(ToString::to_string),
+                }
+            })
+            .collect();
         println!(
             "{}",
             serde_json::to_string(&Out {
@@ -218,16 +267,38 @@ fn print_report(report: &Report, json: bool) -> Result<(), CliError> {
                 received: report.received,
                 pending: report.pending,
                 errors: &report.errors,
+                shares,
             })
             .expect("serializes")
         );
-    } else {
+        return Ok(());
+    }
+    if let Some(report) = own {
         println!(
             "Synced: {} document(s) with local changes sent, {} message(s) received, {} waiting.",
             report.local_changes, report.received, report.pending
         );
         for e in &report.errors {
             eprintln!("warning: {e}");
+        }
+    }
+    for (name, result) in shares {
+        match result {
+            Ok(r) => {
+                println!(
+                    "Shared with you, {name}: {} message(s) received{}.",
+                    r.received,
+                    if r.local_changes > 0 {
+                        ", your changes sent"
+                    } else {
+                        ""
+                    }
+                );
+                for e in &r.errors {
+                    eprintln!("warning: {name}: {e}");
+                }
+            }
+            Err(e) => eprintln!("warning: {e}"),
         }
     }
     Ok(())
@@ -275,9 +346,25 @@ pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
             print_report(&report, false)
         }
         SyncCmd::Now { json } => {
-            let mut client = open_client(&store)?;
-            let report = round(&mut client, &store)?;
-            print_report(&report, json)
+            let mut shares = ShareClient::open_all(&store)?;
+            shares.retain(|s| !s.ended());
+            let own = match SyncClient::open(&store)? {
+                Some(mut client) => Some(round(&mut client, &store)?),
+                None if shares.is_empty() => return open_client(&store).map(|_| ()),
+                None => None,
+            };
+            let rounds = crate::share::sync_all(&store, &mut shares);
+            print_reports(own.as_ref(), &rounds, json)?;
+            // A share that ended is reported, not a failure; an unreachable server is one.
+            match rounds.into_iter().find_map(|(_, r)| match r {
+                Err(e @ (NetError::Unreachable(..) | NetError::Timeout(_))) => Some(e),
+                _ => None,
+            }) {
+                Some(e) => Err(CliError::Sync(format!(
+                    "{e}; changes of shared companions sync later"
+                ))),
+                None => Ok(()),
+            }
         }
         SyncCmd::Status { json } => {
             let client = open_client(&store)?;
@@ -327,16 +414,7 @@ pub fn device(config: &NativeConfig, cmd: DeviceCmd) -> Result<(), CliError> {
             }
             println!("Pairing code (keep it secret: it holds the key to your data):\n");
             println!("  {}\n", code.to_text());
-            match qrcode::QrCode::new(code.to_uri().as_bytes()) {
-                Ok(qr) => {
-                    let image = qr
-                        .render::<qrcode::render::unicode::Dense1x2>()
-                        .quiet_zone(true)
-                        .build();
-                    println!("{image}");
-                }
-                Err(e) => eprintln!("warning: no QR code: {e}"),
-            }
+            print_qr(&code.to_uri());
             println!("On the new device: nexus device join <code>");
             Ok(())
         }
@@ -549,24 +627,41 @@ pub struct Background {
 impl Background {
     pub fn start(data_dir: &Path) -> Option<Self> {
         let store = native::open_store(data_dir).ok()?;
-        SyncClient::open(&store).ok().flatten()?;
+        let own = SyncClient::open(&store).ok().flatten().is_some();
+        let shared = ShareClient::received(&store)
+            .ok()
+            .is_some_and(|s| s.iter().any(|s| s.ended_at.is_none()));
+        if !own && !shared {
+            return None;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("nexus-sync".into())
             .spawn(move || {
-                // One client for the whole chat (its documents stay loaded between rounds).
+                // One client for the whole chat (its documents stay loaded between rounds),
+                // and one per companion shared with this device.
                 let mut client = match SyncClient::open(&store) {
-                    Ok(Some(client)) => client,
-                    Ok(None) => return,
+                    Ok(client) => client,
                     Err(e) => {
                         tracing::warn!("background sync: {e}");
-                        return;
+                        None
                     }
                 };
+                let mut shares = ShareClient::open_all(&store).unwrap_or_else(|e| {
+                    tracing::warn!("background sync of shared companions: {e}");
+                    Vec::new()
+                });
                 while !flag.load(Ordering::Relaxed) {
-                    if let Err(e) = net::sync_once(&mut client, &store, ROUND_TIMEOUT) {
+                    if let Some(client) = client.as_mut()
+                        && let Err(e) = net::sync_once(client, &store, ROUND_TIMEOUT)
+                    {
                         tracing::debug!("background sync: {e}");
+                    }
+                    for (name, result) in crate::share::sync_all(&store, &mut shares) {
+                        if let Err(e) = result {
+                            tracing::debug!("background sync of {name}: {e}");
+                        }
                     }
                     let mut waited = Duration::ZERO;
                     while waited < BACKGROUND_EVERY && !flag.load(Ordering::Relaxed) {

@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use nexus_sync_server::{App, Limits, SqliteStorage, serve};
 use serde_json::Value;
@@ -111,12 +110,12 @@ fn start_tls_server(dir: &Path) -> (String, std::path::PathBuf) {
 }
 
 /// `run` with `NEXUS_SYNC_CA` set.
-fn run_trusting(data: &Path, ca: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nexus"))
+fn run_trusting(data: &Path, ca: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
         .env("NEXUS_DATA_DIR", data)
         .env("NEXUS_MODELS_DIR", data.join("no-models"))
         .env("NEXUS_SYNC_CA", ca)
-        .stdin(Stdio::null())
+        .stdin(std::process::Stdio::null())
         .args(args)
         .output()
         .expect("run nexus")
@@ -417,6 +416,248 @@ fn a_lost_device_is_revoked_and_the_others_carry_on() {
     assert!(err.contains("removed from the space"), "{err}");
     let mira = json(&ok(run(&tablet, &["companion", "show", "Mira", "--json"])));
     assert_eq!(mira["personality"], "warm", "{mira}");
+}
+
+#[test]
+fn sharing_a_companion_with_another_person() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = start_server(&tmp.path().join("server"));
+    let (owner, reader, writer) = (
+        tmp.path().join("owner"),
+        tmp.path().join("reader"),
+        tmp.path().join("writer"),
+    );
+    ok(run(
+        &owner,
+        &["companion", "create", "Mira", "--personality", "warm"],
+    ));
+    ok(run(&owner, &["companion", "create", "Nova"]));
+    // Sharing needs sync.
+    let out = run(&owner, &["companion", "share", "Mira"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sync enable"));
+    ok(run(&owner, &["sync", "enable", "--server", &url]));
+
+    // A read-only share: the code as JSON, and for people with a QR code.
+    let shared = json(&ok(run(&owner, &["companion", "share", "Mira", "--json"])));
+    assert_eq!(shared.as_object().expect("object").len(), 1, "{shared}");
+    let code = shared["code"].as_str().expect("code").to_owned();
+    let human = ok(run(&owner, &["companion", "share", "Nova"]));
+    assert!(
+        human.contains("read-only") && human.contains("join-share"),
+        "{human}"
+    );
+    assert!(human.contains('█') || human.contains('▀'), "{human}");
+
+    // Garbled codes and the wrong kind of code are clear errors.
+    let mut garbled: Vec<char> = code.chars().collect();
+    let i = garbled.len() / 2;
+    garbled[i] = if garbled[i] == 'A' { 'B' } else { 'A' };
+    let garbled: String = garbled.into_iter().collect();
+    let out = run(&reader, &["companion", "join-share", &garbled]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("share code is mistyped"),
+        "{out:?}"
+    );
+    let pairing = json(&ok(run(&owner, &["device", "pair", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    let out = run(&reader, &["companion", "join-share", &pairing]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pairing code"));
+    let out = run(&reader, &["device", "join", &code]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("join-share"));
+
+    // The reader (no sync of their own) gets Mira, and nothing else of the owner's.
+    let joined = ok(run(&reader, &["companion", "join-share", &code]));
+    assert!(joined.contains("Mira is now shared with you"), "{joined}");
+    let list = json(&ok(run(&reader, &["companion", "list", "--json"])));
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["Mira"], "{list}");
+    let again = ok(run(&reader, &["companion", "join-share", &code]));
+    assert!(again.contains("already shared"), "{again}");
+
+    // The owner's later edits arrive with `sync now`.
+    ok(run(
+        &owner,
+        &[
+            "companion",
+            "edit",
+            "Mira",
+            "--description",
+            "Loves rainy days.",
+        ],
+    ));
+    ok(run(&owner, &["sync", "now"]));
+    let report = json(&ok(run(&reader, &["sync", "now", "--json"])));
+    assert_eq!(report["shares"][0]["companion"], "Mira", "{report}");
+    assert!(report["shares"][0]["error"].is_null(), "{report}");
+    let mira = json(&ok(run(&reader, &["companion", "show", "Mira", "--json"])));
+    assert_eq!(mira["description"], "Loves rainy days.", "{mira}");
+
+    // Read-only: edits and deletion are refused with the way out.
+    let out = run(
+        &reader,
+        &["companion", "edit", "Mira", "--personality", "cold"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+    let out = run(&reader, &["companion", "delete", "Mira", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leave-share"));
+
+    // Both sides list the share.
+    let on_owner = json(&ok(run(&owner, &["companion", "shares", "Mira", "--json"])));
+    assert_eq!(on_owner["shared_by_me"][0]["access"], "read", "{on_owner}");
+    assert_eq!(
+        on_owner["shared_by_me"][0]["status"], "active",
+        "{on_owner}"
+    );
+    let on_reader = json(&ok(run(&reader, &["companion", "shares", "--json"])));
+    assert_eq!(
+        on_reader["shared_with_me"][0]["companion"], "Mira",
+        "{on_reader}"
+    );
+    let human = ok(run(&reader, &["companion", "shares"]));
+    assert!(
+        human.contains("Shared with you") && human.contains("Mira"),
+        "{human}"
+    );
+
+    // A read-write share with someone who syncs their own devices too: their edit reaches
+    // the owner.
+    ok(run(&writer, &["sync", "enable", "--server", &url]));
+    let code_rw = json(&ok(run(
+        &owner,
+        &["companion", "share", "Mira", "--write", "--json"],
+    )))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    ok(run(&writer, &["companion", "join-share", &code_rw]));
+    ok(run(
+        &writer,
+        &["companion", "edit", "Mira", "--personality", "playful"],
+    ));
+    let report = json(&ok(run(&writer, &["sync", "now", "--json"])));
+    assert_eq!(report["shares"][0]["local_changes"], 1, "{report}");
+    ok(run(&owner, &["sync", "now"]));
+    let mira = json(&ok(run(&owner, &["companion", "show", "Mira", "--json"])));
+    assert_eq!(mira["personality"], "playful", "{mira}");
+
+    // Unsharing Mira ends both of its shares; the reader is told and keeps what it had.
+    let done = ok(run(&owner, &["companion", "unshare", "Mira"]));
+    assert_eq!(done.matches("Stopped sharing Mira").count(), 2, "{done}");
+    ok(run(
+        &owner,
+        &[
+            "companion",
+            "edit",
+            "Mira",
+            "--description",
+            "Changed after.",
+        ],
+    ));
+    ok(run(&owner, &["sync", "now"]));
+    let out = run(&reader, &["sync", "now"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Mira is no longer shared with you"), "{err}");
+    let mira = json(&ok(run(&reader, &["companion", "show", "Mira", "--json"])));
+    assert_eq!(mira["description"], "Loves rainy days.", "{mira}");
+    let on_owner = json(&ok(run(
+        &owner,
+        &["companion", "shares", "--all", "--json"],
+    )));
+    let states: Vec<&str> = on_owner["shared_by_me"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(states, ["unshared", "active", "unshared"], "{on_owner}");
+    let active = json(&ok(run(&reader, &["companion", "shares", "--json"])));
+    assert_eq!(active["shared_with_me"], serde_json::json!([]), "{active}");
+
+    // One share ends by its id too (as shown: the last 8 characters).
+    let nova_id = on_owner["shared_by_me"][1]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let listed = ok(run(&owner, &["companion", "shares"]));
+    let short = &nova_id[nova_id.len() - 8..];
+    assert!(listed.contains(short), "{listed}");
+    let done = ok(run(&owner, &["companion", "unshare", short]));
+    assert!(done.contains("Stopped sharing Nova"), "{done}");
+    let out = run(&owner, &["companion", "unshare", "Nova"]);
+    assert_eq!(out.status.code(), Some(2), "nothing left to end: {out:?}");
+
+    // Leaving the share makes the copy the reader's own.
+    ok(run(&reader, &["companion", "leave-share", "Mira"]));
+    ok(run(
+        &reader,
+        &["companion", "edit", "Mira", "--personality", "mine now"],
+    ));
+    let out = run(&reader, &["sync", "now"]);
+    assert_eq!(out.status.code(), Some(2), "nothing to sync: {out:?}");
+}
+
+#[test]
+fn a_chat_syncs_shared_companions_in_the_background() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = start_server(&tmp.path().join("server"));
+    let (owner, reader) = (tmp.path().join("owner"), tmp.path().join("reader"));
+    ok(run(&owner, &["companion", "create", "Mira"]));
+    ok(run(&owner, &["sync", "enable", "--server", &url]));
+    let code = json(&ok(run(&owner, &["companion", "share", "Mira", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    ok(run(&reader, &["companion", "join-share", &code]));
+    ok(run(
+        &owner,
+        &[
+            "companion",
+            "edit",
+            "Mira",
+            "--greeting",
+            "Hello from the owner!",
+        ],
+    ));
+    ok(run(&owner, &["sync", "now"]));
+    // The reader has no sync of their own: the chat syncs the share by itself while it runs.
+    let mut chat = support::nexus(&reader)
+        .args(["chat", "--companion", "Mira"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn nexus chat");
+    let started = std::time::Instant::now();
+    let greeting = loop {
+        let mira = json(&ok(run(&reader, &["companion", "show", "Mira", "--json"])));
+        if mira["greeting"] == "Hello from the owner!"
+            || started.elapsed() > std::time::Duration::from_secs(60)
+        {
+            break mira["greeting"].clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    {
+        use std::io::Write as _;
+        let mut stdin = chat.stdin.take().expect("stdin");
+        stdin.write_all(b"/quit\n").expect("write");
+    }
+    ok(chat.wait_with_output().expect("chat ends"));
+    assert_eq!(greeting, "Hello from the owner!");
 }
 
 #[test]

@@ -1,24 +1,41 @@
-//! Relay benchmark: 200 concurrent WebSocket clients on loopback against the real server
-//! binary, for SQLite and PostgreSQL.
+//! Relay benchmark: our server (the real binary, SQLite and PostgreSQL) side by side with the
+//! reference users would otherwise pick, automerge-repo's sync server (node), in one run and one
+//! table: 4, 40 and 200 concurrent WebSocket clients on loopback.
 //!
 //! ```sh
+//! npm ci --prefix sync-server/benches/automerge-repo   # once: the reference (needs node)
 //! cargo bench -p nexus-sync-server --bench relay
-//! # knobs: BENCH_CLIENTS=200 BENCH_GROUP=4 BENCH_SECS=10 BENCH_RATE=10 BENCH_WINDOW=4
-//! #        BENCH_BACKENDS=sqlite,postgres
-//! #        BENCH_TLS=1 (the server with --tls-cert/--tls-key, the clients over wss://)
+//! # knobs: BENCH_LOADS=4,40,200 BENCH_GROUP=4 BENCH_SECS=10 BENCH_RATE=10 BENCH_WINDOW=4
+//! #        BENCH_BACKENDS=sqlite,postgres,automerge-repo,automerge-repo-sync-server
+//! #        BENCH_NODE_PROCS=2 BENCH_DRAIN=60
+//! #        BENCH_TLS=1 (our server with --tls-cert/--tls-key, its clients over wss://)
 //! ```
 //!
-//! Clients form spaces of `BENCH_GROUP` devices (four people typing in one document, as in
-//! automerge-repo issue 207). Two phases per backend:
-//! 1. **paced**: every client pushes `BENCH_RATE` changes per second (typing) for
-//!    `BENCH_SECS`; relay latency = time from a client sending a push to each *other* device
-//!    of its space receiving the entry (same process, one clock).
-//! 2. **saturated**: every client keeps `BENCH_WINDOW` pushes in flight for `BENCH_SECS`;
-//!    throughput = acknowledged writes per second.
+//! Clients form groups of `BENCH_GROUP` devices sharing one document (four people typing in one
+//! document, as in automerge-repo issue 207), for each client count of `BENCH_LOADS`:
+//! 1. **paced** (every backend): every client makes `BENCH_RATE` changes per second (typing)
+//!    for `BENCH_SECS`; relay latency = time from a client making a change to each *other*
+//!    device of its group receiving it (sender and receiver in one process, one clock).
+//! 2. **saturated** (our server, largest load only): every client keeps `BENCH_WINDOW` pushes
+//!    in flight for `BENCH_SECS`; throughput = acknowledged writes per second.
 //!
-//! After each phase every client must have received every entry of its document, in order,
-//! without gaps, and every acknowledged push must be there (zero lost writes), else the
-//! benchmark fails. Memory per client = server RSS delta after connecting the clients / clients.
+//! Our server: a change is a 200-byte blob (a small encrypted change). After each phase every
+//! client must have received every entry of its document, in order, without gaps, and every
+//! acknowledged push must be there (zero lost writes), else the benchmark fails.
+//!
+//! automerge-repo (`benches/automerge-repo`, see driver.mjs): `automerge-repo` is the server of
+//! `@automerge/automerge-repo-sync-server` with the current automerge-repo 2.x libraries
+//! (server.mjs), `automerge-repo-sync-server` that package as published (automerge-repo 1.x).
+//! Each client is an automerge-repo `Repo` with its own WebSocket, in `BENCH_NODE_PROCS` node
+//! processes (a group never spans two); a change appends `{n, t, s: 150 characters}` to the
+//! client's list in its group's document. Lost writes = changes that did not reach every other
+//! device of their group within `BENCH_DRAIN` seconds after the phase (reported, not fatal).
+//! Skipped with a message when node or the npm packages are missing.
+//!
+//! Reported per run: server CPU (the server process only) and server CPU per write, the clients'
+//! CPU (this process, or the node drivers), how long the server's busiest thread waited for a
+//! CPU (the machine's other load), memory per client = server RSS delta after connecting the clients /
+//! clients.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -68,6 +85,36 @@ fn cpu_ticks(pid: u32) -> u64 {
     // utime and stime are fields 14 and 15; after the ")" they are at index 11 and 12.
     f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Per thread of a process: (thread id, (CPU time, time runnable but waiting for a CPU)), in
+/// nanoseconds, from /proc/PID/task/TID/schedstat.
+fn sched(pid: u32) -> BTreeMap<String, (u64, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return BTreeMap::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+            let (cpu, wait) = (f.next()??, f.next()??);
+            Some((t.file_name().to_string_lossy().into_owned(), (cpu, wait)))
+        })
+        .collect()
+}
+
+/// How long the busiest thread of the process (most CPU time since `before`) waited for a
+/// CPU, in % of `secs`: the machine's other load shows here.
+fn busiest_wait_pct(pid: u32, before: &BTreeMap<String, (u64, u64)>, secs: f64) -> f64 {
+    sched(pid)
+        .into_iter()
+        .map(|(tid, (cpu, wait))| {
+            let (cpu0, wait0) = before.get(&tid).copied().unwrap_or((0, 0));
+            (cpu.saturating_sub(cpu0), wait.saturating_sub(wait0))
+        })
+        .max()
+        .map_or(0.0, |(_, wait)| wait as f64 / 1e7 / secs)
 }
 
 /// What one client observed.
@@ -241,7 +288,6 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 }
 
 struct PhaseResult {
-    name: &'static str,
     acked: u64,
     secs: f64,
     delivered: usize,
@@ -250,6 +296,9 @@ struct PhaseResult {
     p99: f64,
     max: f64,
     cpu_pct: f64,
+    clients_cpu_pct: f64,
+    /// The server's time waiting for a CPU, in % of the phase.
+    wait_pct: f64,
 }
 
 struct Setup {
@@ -262,7 +311,6 @@ struct Setup {
 }
 
 async fn phase(
-    name: &'static str,
     clients: Vec<Client>,
     set: &Setup,
     rate: Option<u64>,
@@ -273,6 +321,8 @@ async fn phase(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let ticks0 = cpu_ticks(set.pid);
+    let own0 = cpu_ticks(std::process::id());
+    let sched0 = sched(set.pid);
     let start = Instant::now();
     let t0 = set.t0;
     let mut tasks = Vec::new();
@@ -313,6 +363,8 @@ async fn phase(
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu_pct = (cpu_ticks(set.pid) - ticks0) as f64 / 100.0 / secs * 100.0;
+    let clients_cpu_pct = (cpu_ticks(std::process::id()) - own0) as f64 / 100.0 / secs * 100.0;
+    let wait_pct = busiest_wait_pct(set.pid, &sched0, secs);
     // Drain: wait for every ack, then for every client to hold its document's head.
     let deadline = Instant::now() + Duration::from_secs(120);
     while clients
@@ -378,14 +430,14 @@ async fn phase(
             }
             acked += st.acked;
             errors += st.errors;
-            delivered += st.received.len();
+            // Deliveries to the *other* devices (not the echo of a client's own push).
+            delivered += st.latencies_us.len();
             latencies.extend_from_slice(&st.latencies_us);
         }
     }
     assert_eq!(errors, 0, "pushes failed");
     latencies.sort_unstable();
     let result = PhaseResult {
-        name,
         acked,
         secs,
         delivered,
@@ -394,12 +446,35 @@ async fn phase(
         p99: pct(&latencies, 0.99),
         max: pct(&latencies, 1.0),
         cpu_pct,
+        clients_cpu_pct,
+        wait_pct,
     };
     (clients, result)
 }
 
-async fn run_backend(backend: &str) {
-    let n = env("BENCH_CLIENTS", 200) as usize;
+/// One line of the side-by-side table.
+struct Row {
+    backend: String,
+    clients: usize,
+    phase: String,
+    /// Changes made (ours: acknowledged writes) per second.
+    writes_per_s: f64,
+    delivered_per_s: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+    server_cpu: f64,
+    kib_per_client: f64,
+    /// Changes that did not reach every other device of their group.
+    lost: u64,
+    clients_cpu: f64,
+    /// The server's time waiting for a CPU, in % of the phase.
+    server_wait: f64,
+}
+
+/// Our server with `n` clients: the paced phase, then (if `saturated`) the saturated one.
+async fn run_backend(backend: &str, n: usize, saturated: bool) -> Vec<Row> {
     let group = env("BENCH_GROUP", 4) as usize;
     let secs = env("BENCH_SECS", 10);
     let rate = env("BENCH_RATE", 10);
@@ -422,7 +497,7 @@ async fn run_backend(backend: &str) {
         "postgres" => {
             let Some(c) = PgCluster::start() else {
                 println!("postgres: skipped (not installed)");
-                return;
+                return Vec::new();
             };
             url = c.url();
             cluster = Some(c);
@@ -478,45 +553,267 @@ async fn run_backend(backend: &str) {
         t0,
         secs,
     };
-    let (clients, paced) = phase("paced", clients, &set, Some(rate), window).await;
-    let (clients, saturated) = phase("saturated", clients, &set, None, window).await;
+    let mut results = Vec::new();
+    let (mut clients, paced) = phase(clients, &set, Some(rate), window).await;
+    results.push((paced, format!("paced ({rate}/s per client)")));
+    if saturated {
+        let (c, r) = phase(clients, &set, None, window).await;
+        clients = c;
+        results.push((r, format!("saturated ({window} in flight)")));
+    }
     let rss2 = rss_kib(pid);
+    let kib_per_client = rss1.saturating_sub(rss0) as f64 / n as f64;
     println!(
-        "\n### {backend}{}: {n} clients in {} spaces of {group}, {secs} s per phase",
-        if tls { " over TLS (wss://)" } else { "" },
-        set.spaces.len()
-    );
-    println!(
-        "server RSS: {:.1} MiB idle, {:.1} MiB with {n} clients connected \
-         ({:.1} KiB per client), {:.1} MiB after the load",
+        "{backend}{}, {n} clients: server RSS {:.1} MiB idle, {:.1} MiB with the clients \
+         connected ({kib_per_client:.1} KiB per client), {:.1} MiB after the load",
+        if tls { " over TLS" } else { "" },
         rss0 as f64 / 1024.0,
         rss1 as f64 / 1024.0,
-        (rss1.saturating_sub(rss0)) as f64 / n as f64,
         rss2 as f64 / 1024.0
     );
-    println!(
-        "\n| phase | offered | acked writes/s | entries delivered/s | relay p50 | p95 | p99 | max | server CPU | lost writes |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (r, offered) in [
-        (&paced, format!("{rate}/s per client")),
-        (&saturated, format!("{window} in flight per client")),
-    ] {
-        println!(
-            "| {} | {offered} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0}% | 0 |",
-            r.name,
-            r.acked as f64 / r.secs,
-            r.delivered as f64 / r.secs,
-            r.p50,
-            r.p95,
-            r.p99,
-            r.max,
-            r.cpu_pct
-        );
-    }
     drop(clients);
     drop(server);
     drop(cluster);
+    results
+        .into_iter()
+        .map(|(r, phase)| Row {
+            backend: if tls {
+                format!("{backend} (TLS)")
+            } else {
+                backend.to_owned()
+            },
+            clients: n,
+            phase,
+            writes_per_s: r.acked as f64 / r.secs,
+            delivered_per_s: r.delivered as f64 / r.secs,
+            p50: r.p50,
+            p95: r.p95,
+            p99: r.p99,
+            max: r.max,
+            server_cpu: r.cpu_pct,
+            kib_per_client,
+            lost: 0, // checked above: a lost write fails the benchmark
+            clients_cpu: r.clients_cpu_pct,
+            server_wait: r.wait_pct,
+        })
+        .collect()
+}
+
+/// The reference: automerge-repo's sync server and clients (node), in
+/// `sync-server/benches/automerge-repo` (`npm ci` there first).
+mod automerge_repo {
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::PathBuf;
+    use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+    use std::time::Instant;
+
+    use super::{Row, busiest_wait_pct, cpu_ticks, env, pct, rss_kib, sched};
+
+    /// Kills the child on drop.
+    struct Kill(Child);
+
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/automerge-repo")
+    }
+
+    /// Why the reference cannot run here, if it cannot.
+    pub fn missing() -> Option<String> {
+        let node = Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !node.is_ok_and(|s| s.success()) {
+            return Some("node is not installed".into());
+        }
+        let installed = dir().join("node_modules/@automerge/automerge-repo-sync-server");
+        if !installed.exists() {
+            return Some(format!(
+                "its npm packages are not installed: run `npm ci --prefix {}`",
+                dir().display()
+            ));
+        }
+        None
+    }
+
+    /// The server process, listening on `port`: `automerge-repo` is the package's server with
+    /// the current 2.x libraries (server.mjs), `automerge-repo-sync-server` the published
+    /// package as it is (1.x libraries).
+    fn server(variant: &str, port: u16, data: &std::path::Path) -> Result<Kill, String> {
+        let script = match variant {
+            "automerge-repo" => "server.mjs",
+            _ => "node_modules/@automerge/automerge-repo-sync-server/src/index.js",
+        };
+        let mut child = Command::new("node")
+            .arg(script)
+            .current_dir(dir())
+            .env("PORT", port.to_string())
+            .env("DATA_DIR", data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start node: {e}"))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if !line.contains("Listening on port") {
+            let _ = child.kill();
+            return Err(format!("the server did not start: {line:?}"));
+        }
+        Ok(Kill(child))
+    }
+
+    struct Driver {
+        child: Kill,
+        stdin: ChildStdin,
+        lines: std::io::Lines<BufReader<ChildStdout>>,
+    }
+
+    impl Driver {
+        /// Reads lines until the JSON event `event`.
+        fn wait(&mut self, event: &str) -> Result<serde_json::Value, String> {
+            for line in self.lines.by_ref() {
+                let line = line.map_err(|e| e.to_string())?;
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["event"] == event
+                {
+                    return Ok(v);
+                }
+            }
+            Err(format!("the client driver exited before {event:?}"))
+        }
+    }
+
+    /// `n` clients in groups, paced, against a fresh server; the clients run in
+    /// `BENCH_NODE_PROCS` node processes (a group never spans two).
+    pub fn run(variant: &str, n: usize) -> Result<Row, String> {
+        let group = env("BENCH_GROUP", 4) as usize;
+        let secs = env("BENCH_SECS", 10);
+        let rate = env("BENCH_RATE", 10);
+        let drain = env("BENCH_DRAIN", 60);
+        let groups = n / group;
+        if groups == 0 || !n.is_multiple_of(group) {
+            return Err(format!("{n} clients are not groups of {group}"));
+        }
+        let procs = (env("BENCH_NODE_PROCS", 2) as usize).clamp(1, groups);
+        let data = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let srv = server(variant, port, data.path())?;
+        let pid = srv.0.id();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let rss0 = rss_kib(pid);
+        let lib = if variant == "automerge-repo" {
+            "v2"
+        } else {
+            "v1"
+        };
+        let mut drivers = Vec::new();
+        for p in 0..procs {
+            let mine = (groups * (p + 1) / procs - groups * p / procs) * group;
+            let mut child = Command::new("node")
+                .arg("driver.mjs")
+                .args(["--url", &format!("ws://127.0.0.1:{port}"), "--lib", lib])
+                .args([
+                    "--clients",
+                    &mine.to_string(),
+                    "--group",
+                    &group.to_string(),
+                ])
+                .args(["--secs", &secs.to_string(), "--rate", &rate.to_string()])
+                .args(["--drain", &drain.to_string()])
+                .current_dir(dir())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("cannot start node: {e}"))?;
+            let stdin = child.stdin.take().unwrap();
+            let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            drivers.push(Driver {
+                child: Kill(child),
+                stdin,
+                lines,
+            });
+        }
+        for d in &mut drivers {
+            d.wait("ready")?;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let rss1 = rss_kib(pid);
+        let ticks0 = cpu_ticks(pid);
+        let driver_ticks =
+            |ds: &[Driver]| -> u64 { ds.iter().map(|d| cpu_ticks(d.child.0.id())).sum() };
+        let own0 = driver_ticks(&drivers);
+        let sched0 = sched(pid);
+        let start = Instant::now();
+        for d in &mut drivers {
+            writeln!(d.stdin, "go").map_err(|e| e.to_string())?;
+        }
+        for d in &mut drivers {
+            d.wait("sent")?;
+        }
+        let secs_run = start.elapsed().as_secs_f64();
+        let server_cpu = (cpu_ticks(pid) - ticks0) as f64 / secs_run;
+        let clients_cpu = (driver_ticks(&drivers) - own0) as f64 / secs_run;
+        let server_wait = busiest_wait_pct(pid, &sched0, secs_run);
+        let (mut changes, mut delivered, mut lost, mut errors) = (0u64, 0u64, 0u64, 0u64);
+        let mut lag = 0f64;
+        let mut latencies_us: Vec<u64> = Vec::new();
+        for d in &mut drivers {
+            let r = d.wait("result")?;
+            changes += r["changes"].as_u64().unwrap_or(0);
+            delivered += r["delivered"].as_u64().unwrap_or(0);
+            lost += r["lost"].as_u64().unwrap_or(0);
+            errors += r["errors"].as_u64().unwrap_or(0);
+            lag = lag.max(r["loop_delay_p99_ms"].as_f64().unwrap_or(0.0));
+            latencies_us.extend(
+                r["latencies_ms"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_f64())
+                    .map(|ms| (ms * 1000.0) as u64),
+            );
+        }
+        latencies_us.sort_unstable();
+        let kib_per_client = rss1.saturating_sub(rss0) as f64 / n as f64;
+        println!(
+            "{variant}, {n} clients: server RSS {:.1} MiB idle, {:.1} MiB with the clients \
+             connected ({kib_per_client:.1} KiB per client); clients in {procs} node \
+             processes, their event loop delay p99 {lag:.0} ms, {errors} exceptions in the \
+             automerge-repo libraries",
+            rss0 as f64 / 1024.0,
+            rss1 as f64 / 1024.0,
+        );
+        Ok(Row {
+            backend: variant.to_owned(),
+            clients: n,
+            phase: format!("paced ({rate}/s per client)"),
+            writes_per_s: changes as f64 / secs_run,
+            delivered_per_s: delivered as f64 / secs_run,
+            p50: pct(&latencies_us, 0.50),
+            p95: pct(&latencies_us, 0.95),
+            p99: pct(&latencies_us, 0.99),
+            max: pct(&latencies_us, 1.0),
+            server_cpu,
+            kib_per_client,
+            lost,
+            clients_cpu,
+            server_wait,
+        })
+    }
 }
 
 fn main() {
@@ -530,8 +827,62 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
-    for b in backends.split(',') {
-        rt.block_on(run_backend(b.trim()));
+    let backends = std::env::var("BENCH_BACKENDS")
+        .unwrap_or_else(|_| "sqlite,postgres,automerge-repo,automerge-repo-sync-server".into());
+    let loads: Vec<usize> = std::env::var("BENCH_LOADS")
+        .unwrap_or_else(|_| "4,40,200".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let largest = loads.iter().copied().max().unwrap_or(0);
+    let load_avg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load_avg().trim());
+    let mut rows = Vec::new();
+    for b in backends.split(',').map(str::trim) {
+        if b.starts_with("automerge-repo") {
+            if let Some(why) = automerge_repo::missing() {
+                println!("{b}: skipped ({why})");
+                continue;
+            }
+            for &n in &loads {
+                match automerge_repo::run(b, n) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => println!("{b}, {n} clients: failed: {e}"),
+                }
+            }
+        } else if b == "sqlite" || b == "postgres" {
+            for &n in &loads {
+                rows.extend(rt.block_on(run_backend(b, n, n == largest)));
+            }
+        } else {
+            println!(
+                "{b}: unknown backend (sqlite, postgres, automerge-repo, automerge-repo-sync-server)"
+            );
+        }
+    }
+    println!("load average after: {}", load_avg().trim());
+    println!(
+        "\n| backend | clients | phase | writes/s | deliveries/s | relay p50 | p95 | p99 | max | server CPU | server CPU per write | server KiB/client | lost writes | clients' CPU | server's busiest thread waited for a CPU |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0}% | {:.0} µs | {:.0} | {} | {:.0}% | {:.0}% |",
+            r.backend,
+            r.clients,
+            r.phase,
+            r.writes_per_s,
+            r.delivered_per_s,
+            r.p50,
+            r.p95,
+            r.p99,
+            r.max,
+            r.server_cpu,
+            r.server_cpu * 1e4 / r.writes_per_s.max(1e-9),
+            r.kib_per_client,
+            r.lost,
+            r.clients_cpu,
+            r.server_wait
+        );
     }
 }

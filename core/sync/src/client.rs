@@ -221,9 +221,9 @@ type Decrypted = (Entry, Vec<u8>);
 #[derive(Debug)]
 pub struct SyncClient {
     config: SyncConfig,
-    keys: SpaceKeys,
-    replica: Replica,
-    session: Session,
+    pub(crate) keys: SpaceKeys,
+    pub(crate) replica: Replica,
+    pub(crate) session: Session,
     errors: Vec<String>,
 }
 
@@ -259,10 +259,12 @@ impl SyncClient {
         let replica = Replica::new(config.actor()?);
         let mut client = Self::build(config, replica, SessionState::default())?;
         client.publish_device(None)?;
-        // A new space or a new membership: forget documents of an earlier one.
+        // A new space or a new membership: forget documents of an earlier one (companions
+        // shared with this device by other people stay: they are not this space's).
         let old: Vec<(String, Option<Vec<u8>>)> = store
             .sync_keys("")?
             .into_iter()
+            .filter(|k| !k.starts_with(crate::share::SHARE_STATE_PREFIX))
             .map(|k| (k, None))
             .collect();
         store.set_sync_values(&old)?;
@@ -331,11 +333,12 @@ impl SyncClient {
     }
 
     /// Turns sync off on this device: deletes the configuration and the documents (the store's
-    /// data stays).
+    /// data stays, and so do companions other people share with this device).
     pub fn disable(store: &dyn Store) -> Result<()> {
         let all: Vec<(String, Option<Vec<u8>>)> = store
             .sync_keys("")?
             .into_iter()
+            .filter(|k| !k.starts_with(crate::share::SHARE_STATE_PREFIX))
             .map(|k| (k, None))
             .collect();
         Ok(store.set_sync_values(&all)?)
@@ -421,7 +424,7 @@ impl SyncClient {
         Ok(n)
     }
 
-    fn push_change(&mut self, doc: DocId, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn push_change(&mut self, doc: DocId, bytes: &[u8]) -> Result<()> {
         // Room for the header and tag.
         if bytes.len() + 64 > MAX_CHANGE_BYTES {
             // Too large for one change (a first upload of a long history): it travels in a

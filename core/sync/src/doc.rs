@@ -40,8 +40,9 @@ pub enum DocName {
     Companion(CompanionId),
     /// One conversation and its messages.
     Conversation(ConversationId),
-    /// The space itself: its devices (public keys, device grants, revocations) and the key
-    /// epochs' secrets (see [`crate::device`]). Not mapped to the store.
+    /// The space itself: its devices (public keys, device grants, revocations), the key
+    /// epochs' secrets (see [`crate::device`]) and the companions shared with other people
+    /// (see [`crate::share`]). Not mapped to the store.
     Space,
 }
 
@@ -107,7 +108,7 @@ impl DocName {
             },
             DocName::Space => Layout {
                 records: &[],
-                collections: &["devices", "epochs"],
+                collections: &["devices", "epochs", "shares"],
             },
         }
     }

@@ -14,6 +14,8 @@
 //!   device.
 //! * [`pairing`]: pairing codes (text and QR URI) that hand the secret to a new device.
 //! * [`session`]: the protocol state machine (cursors, queued pushes, snapshots), sans-IO.
+//! * [`share`]: sharing one companion with another person (share codes, the owner's list of
+//!   shares in the space document, [`ShareClient`] on the recipient's device).
 //! * [`client`]: [`SyncClient`], all of it for one device, persisted in the store.
 //! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`, in the clear
 //!   or over TLS (`https://`, `wss://`; rustls, the Mozilla roots and a trusted private CA).
@@ -38,11 +40,13 @@ pub mod pairing;
 pub mod relay;
 pub mod replica;
 pub mod session;
+pub mod share;
 
 pub use client::{DeviceInfo, Rotation, Status, SyncClient, SyncConfig};
-pub use crypto::{CryptoError, SpaceKeys, SpaceSecret};
+pub use crypto::{CryptoError, DocIds, DocKeys, SpaceKeys, SpaceSecret};
 pub use doc::DocName;
 pub use pairing::{PairingCode, PairingError};
+pub use share::{ReceivedShare, ShareClient, ShareCode, ShareError, ShareInfo, ShareStatus};
 
 /// What can go wrong in sync.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,9 @@ pub enum SyncError {
     /// A pairing code could not be read.
     #[error(transparent)]
     Pairing(#[from] PairingError),
+    /// A share code could not be read.
+    #[error(transparent)]
+    Share(#[from] ShareError),
     /// Automerge rejected data.
     #[error("a sync document could not be read: {0}")]
     Automerge(String),

@@ -364,6 +364,29 @@ pub fn capture(
     current: &View,
     w: &mut Writer<'_>,
 ) -> Result<()> {
+    capture_with(store, name, current, w, false)
+}
+
+/// [`capture`] of a companion shared with this device by someone else (a read-write share,
+/// see [`crate::share`]): the same, except that a name this device gave the companion to
+/// settle a clash with one of its own companions (`Name (<6 hex>)`, see [`apply`]) is not
+/// written: the owner does not have that clash, and keeps the name.
+pub fn capture_shared(
+    store: &dyn Store,
+    name: &DocName,
+    current: &View,
+    w: &mut Writer<'_>,
+) -> Result<()> {
+    capture_with(store, name, current, w, true)
+}
+
+fn capture_with(
+    store: &dyn Store,
+    name: &DocName,
+    current: &View,
+    w: &mut Writer<'_>,
+    shared: bool,
+) -> Result<()> {
     match name {
         DocName::Settings => {
             let settings: Record = store
@@ -397,7 +420,18 @@ pub fn capture(
                 }
                 return Ok(());
             };
-            w.update_record("profile", &profile_record(&companion))?;
+            let mut profile = profile_record(&companion);
+            if shared
+                && let Some(doc_name) = get_str(current.record("profile"), "name")
+                && companion.name
+                    == suffixed(&Companion {
+                        name: doc_name.clone(),
+                        ..companion.clone()
+                    })
+            {
+                profile.insert("name".to_owned(), s(&doc_name));
+            }
+            w.update_record("profile", &profile)?;
             if let Some(state) = store.persona_state(*id)? {
                 w.set_record("persona", &persona_record(&state))?;
             }

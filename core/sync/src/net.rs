@@ -44,7 +44,7 @@ use rustls::{
 use tungstenite::{Message, WebSocket};
 
 use crate::device::DeviceId;
-use crate::{SyncClient, SyncConfig, SyncError};
+use crate::{SyncClient, SyncError};
 
 /// The environment variable naming a PEM file of certificates to trust besides the public
 /// roots (a private CA or a self-signed server certificate).
@@ -80,6 +80,12 @@ pub enum NetError {
         "the sync server no longer accepts this device: it was removed from the space on another device. Run `nexus sync disable`, then pair it again if that was a mistake"
     )]
     Revoked,
+    /// The owner of a shared companion no longer shares it (the server refuses the grant:
+    /// they unshared it, or replaced their key after removing a device).
+    #[error(
+        "{0} is no longer shared with you: its owner stopped sharing it (or replaced their keys). You keep what you had; `nexus companion leave-share {0}` removes the share from this device"
+    )]
+    NoLongerShared(String),
     /// Sync itself failed.
     #[error(transparent)]
     Sync(#[from] SyncError),
@@ -168,13 +174,13 @@ pub fn read_ca(pem: &[u8], source: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
-/// The TLS configuration for `config`'s server: the public roots, the stored certificates and
-/// those of [`CA_ENV`] (see [`Verifier`]).
-fn tls_config(config: &SyncConfig) -> Result<Arc<ClientConfig>, NetError> {
+/// The TLS configuration: the public roots, the stored certificates `ca` (PEM) and those of
+/// [`CA_ENV`] (see [`Verifier`]).
+fn tls_config(ca: Option<&str>) -> Result<Arc<ClientConfig>, NetError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let mut trusted = Vec::new();
-    if let Some(pem) = &config.tls_ca {
+    if let Some(pem) = ca {
         trusted.extend(read_ca(pem.as_bytes(), "the stored trusted certificate")?);
     }
     if let Some(path) = std::env::var_os(CA_ENV).filter(|p| !p.is_empty()) {
@@ -378,13 +384,16 @@ fn handshake_error(server: &str, host: &str, e: &std::io::Error) -> NetError {
     }
 }
 
-/// Connects to the server of `config` (TCP, then TLS for https/wss: the handshake is complete
-/// when this returns, before anything else is sent).
-fn connect(config: &SyncConfig, timeout: Duration) -> Result<(Stream, Endpoint), NetError> {
-    let server = &config.server;
+/// Connects to `server` (TCP, then TLS for https/wss, trusting `ca` besides the public roots:
+/// the handshake is complete when this returns, before anything else is sent).
+fn connect(
+    server: &str,
+    ca: Option<&str>,
+    timeout: Duration,
+) -> Result<(Stream, Endpoint), NetError> {
     let endpoint = Endpoint::parse(server)?;
     // Bad trusted certificates are reported before any connection.
-    let tls = endpoint.tls.then(|| tls_config(config)).transpose()?;
+    let tls = endpoint.tls.then(|| tls_config(ca)).transpose()?;
     let unreachable = |e: std::io::Error| NetError::Unreachable(server.to_owned(), e.to_string());
     let addr = (endpoint.host.as_str(), endpoint.port)
         .to_socket_addrs()
@@ -413,17 +422,18 @@ fn connect(config: &SyncConfig, timeout: Duration) -> Result<(Stream, Endpoint),
 /// The server refused the space token of a device that never got in.
 const UNKNOWN_KEY: &str = "the sync server refused this space's key: the pairing code is wrong or outdated, or this device was removed from the space";
 
-/// One HTTP request with a bearer token and an optional JSON body: status and body.
-fn http_request(
-    config: &SyncConfig,
+/// One HTTP request with a bearer token and an optional JSON body: status and body. `ca`:
+/// certificates to trust besides the public roots (see [`connect`]).
+pub(crate) fn http_request(
+    server: &str,
+    ca: Option<&str>,
     method: &str,
     path: &str,
     bearer: &Token,
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), NetError> {
-    let server = config.server.as_str();
-    let (mut stream, endpoint) = connect(config, timeout)?;
+    let (mut stream, endpoint) = connect(server, ca, timeout)?;
     let host = endpoint.authority();
     let io = |e: std::io::Error| NetError::Unreachable(server.to_owned(), e.to_string());
     let body = body.unwrap_or_default();
@@ -490,7 +500,7 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-fn refused(status: u16, body: &str) -> NetError {
+pub(crate) fn refused(status: u16, body: &str) -> NetError {
     NetError::Refused(format!("HTTP {status}: {body}"))
 }
 
@@ -503,7 +513,8 @@ pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetE
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &config,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         routes::SPACES,
         client.keys().token(),
@@ -533,7 +544,8 @@ pub fn register_device(client: &mut SyncClient, timeout: Duration) -> Result<(),
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &config,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         &routes::grants(client.keys().space()),
         client.keys().token(),
@@ -572,7 +584,8 @@ pub fn revoke_devices(
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &config,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         &routes::changes(&space, &rotation.keyring),
         client.keys().token(),
@@ -588,7 +601,8 @@ pub fn revoke_devices(
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &config,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         &routes::token(&space),
         client.keys().token(),
@@ -618,7 +632,15 @@ fn recover_rotation(client: &mut SyncClient, timeout: Duration) -> Result<bool, 
             "{}?since={since}&limit={MAX_ENTRIES_PER_MESSAGE}",
             routes::entries(&space, &client.keyring())
         );
-        let (status, text) = http_request(&config, "GET", &path, &token, None, timeout)?;
+        let (status, text) = http_request(
+            &config.server,
+            config.tls_ca.as_deref(),
+            "GET",
+            &path,
+            &token,
+            None,
+            timeout,
+        )?;
         match status {
             200 => {}
             401 | 403 => return Err(NetError::Revoked),
@@ -716,15 +738,60 @@ pub fn sync_once(
     result.map(|()| report)
 }
 
-fn exchange(
-    client: &mut SyncClient,
+/// What a WebSocket round drives: the device's own [`SyncClient`], or a
+/// [`crate::ShareClient`] (a companion shared with this device).
+pub(crate) trait Peer {
+    /// The server.
+    fn server(&self) -> String;
+    /// Certificates to trust for the server's TLS besides the public roots (PEM).
+    fn tls_ca(&self) -> Option<String>;
+    /// See [`SyncClient::connected`].
+    fn connected(&mut self);
+    /// See [`SyncClient::outgoing`].
+    fn outgoing(&mut self) -> Vec<nexus_sync_protocol::ClientMessage>;
+    /// See [`SyncClient::caught_up`].
+    fn caught_up(&self) -> bool;
+    /// See [`SyncClient::needs_resync`].
+    fn needs_resync(&self) -> bool;
+    /// See [`SyncClient::handle`].
+    fn handle(&mut self, store: &dyn Store, message: ServerMessage) -> Result<(), SyncError>;
+}
+
+impl Peer for SyncClient {
+    fn server(&self) -> String {
+        self.config().server.clone()
+    }
+    fn tls_ca(&self) -> Option<String> {
+        self.config().tls_ca.clone()
+    }
+    fn connected(&mut self) {
+        SyncClient::connected(self);
+    }
+    fn outgoing(&mut self) -> Vec<nexus_sync_protocol::ClientMessage> {
+        SyncClient::outgoing(self)
+    }
+    fn caught_up(&self) -> bool {
+        SyncClient::caught_up(self)
+    }
+    fn needs_resync(&self) -> bool {
+        SyncClient::needs_resync(self)
+    }
+    fn handle(&mut self, store: &dyn Store, message: ServerMessage) -> Result<(), SyncError> {
+        SyncClient::handle(self, store, message)
+    }
+}
+
+/// One WebSocket session: Hello, then messages until `client` is caught up. A refused token
+/// before Welcome is [`NetError::Unauthorized`].
+pub(crate) fn exchange(
+    client: &mut impl Peer,
     store: &dyn Store,
     timeout: Duration,
     report: &mut Report,
 ) -> Result<(), NetError> {
-    let server = client.config().server.clone();
+    let server = client.server();
     let deadline = Instant::now() + timeout;
-    let (stream, endpoint) = connect(client.config(), timeout)?;
+    let (stream, endpoint) = connect(&server, client.tls_ca().as_deref(), timeout)?;
     let broken = |e: tungstenite::Error| NetError::Unreachable(server.clone(), e.to_string());
     let (mut ws, _): (WebSocket<Stream>, _) = tungstenite::client(ws_url(&server), stream)
         .map_err(|e| {

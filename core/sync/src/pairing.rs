@@ -44,6 +44,11 @@ pub enum PairingError {
     /// The server address inside is not text.
     #[error("the pairing code holds a malformed server address")]
     BadUrl,
+    /// A share code (for a companion someone shares with you), not a pairing code.
+    #[error(
+        "this is a share code (a companion someone shares with you), not a pairing code: use `nexus companion join-share CODE`"
+    )]
+    ShareCode,
 }
 
 /// What a pairing code carries.
@@ -123,10 +128,10 @@ impl PairingCode {
     /// Reads a code as text or as the QR URI.
     pub fn parse(input: &str) -> Result<Self, PairingError> {
         let input = input.trim();
-        let text = input
-            .get(..PAIRING_URI_PREFIX.len())
-            .filter(|p| p.eq_ignore_ascii_case(PAIRING_URI_PREFIX))
-            .map_or(input, |_| &input[PAIRING_URI_PREFIX.len()..]);
+        if strip_prefix(input, crate::share::SHARE_URI_PREFIX).is_some() {
+            return Err(PairingError::ShareCode);
+        }
+        let text = strip_prefix(input, PAIRING_URI_PREFIX).unwrap_or(input);
         let bytes = decode(text)?;
         if bytes.len() < FIXED + CHECKSUM {
             return Err(PairingError::TooShort);
@@ -138,6 +143,7 @@ impl PairingCode {
         let rotated = match body[0] {
             PAIRING_VERSION => false,
             PAIRING_VERSION_ROTATED => true,
+            crate::share::SHARE_MARK => return Err(PairingError::ShareCode),
             v => return Err(PairingError::Version(v)),
         };
         let mut space = [0; 16];
@@ -172,6 +178,43 @@ impl FromStr for PairingCode {
     fn from_str(s: &str) -> Result<Self, PairingError> {
         Self::parse(s)
     }
+}
+
+/// `input` without `prefix` (ASCII case-insensitive), if it starts with it.
+pub(crate) fn strip_prefix<'a>(input: &'a str, prefix: &str) -> Option<&'a str> {
+    input
+        .get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| &input[prefix.len()..])
+}
+
+/// Checksummed code text: `payload` and the first 4 bytes of its SHA-256, in Crockford base32
+/// groups of five joined by `-` (pairing and share codes).
+pub(crate) fn to_code_text(payload: &[u8]) -> String {
+    let mut bytes = payload.to_vec();
+    let sum = Sha256::digest(payload);
+    bytes.extend_from_slice(&sum[..CHECKSUM]);
+    let chars = encode(&bytes);
+    let groups: Vec<&str> = chars
+        .as_bytes()
+        .chunks(GROUP)
+        .map(|g| std::str::from_utf8(g).expect("the alphabet is ASCII"))
+        .collect();
+    groups.join("-")
+}
+
+/// Reads code text back into its payload: `Ok(None)` if the checksum does not match (a typo
+/// or a missing part), `Err(c)` for a character that is not part of a code.
+pub(crate) fn from_code_text(text: &str) -> Result<Option<Vec<u8>>, char> {
+    let bytes = decode(text).map_err(|e| match e {
+        PairingError::BadCharacter(c) => c,
+        _ => '?',
+    })?;
+    if bytes.len() < CHECKSUM {
+        return Ok(None);
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM);
+    Ok((Sha256::digest(body)[..CHECKSUM] == *sum).then(|| body.to_vec()))
 }
 
 fn encode(bytes: &[u8]) -> String {

@@ -6,7 +6,7 @@ use automerge::{ActorId, AutoCommit, ChangeHash};
 use nexus_store::Store;
 use nexus_sync_protocol::DocId;
 
-use crate::crypto::SpaceKeys;
+use crate::crypto::DocIds;
 use crate::doc::{
     DocName, Writer, declared_name, new_document, read_keys, read_view, read_view_at, touched,
 };
@@ -66,6 +66,8 @@ fn decode_slot(value: &[u8]) -> Option<(bool, Seen, &[u8])> {
 pub struct Replica {
     actor: ActorId,
     docs: BTreeMap<DocId, Slot>,
+    /// Prefix of the sync state keys of the documents (`doc/`, or a share's own).
+    prefix: String,
 }
 
 fn am(e: automerge::AutomergeError) -> SyncError {
@@ -85,20 +87,32 @@ fn order(name: Option<&DocName>) -> u8 {
 impl Replica {
     /// No documents yet; this device writes as `actor`.
     pub fn new(actor: ActorId) -> Self {
+        Self::new_under(actor, DOC_KEY)
+    }
+
+    /// No documents yet, saved under sync state keys starting with `prefix` (a share keeps its
+    /// documents apart from the device's own space).
+    pub fn new_under(actor: ActorId, prefix: &str) -> Self {
         Self {
             actor,
             docs: BTreeMap::new(),
+            prefix: prefix.to_owned(),
         }
     }
 
     /// The documents saved in the store's sync state.
     pub fn load(store: &dyn Store, actor: ActorId) -> Result<Self> {
-        let mut replica = Self::new(actor.clone());
-        for key in store.sync_keys(DOC_KEY)? {
+        Self::load_under(store, actor, DOC_KEY)
+    }
+
+    /// The documents saved under sync state keys starting with `prefix`.
+    pub fn load_under(store: &dyn Store, actor: ActorId, prefix: &str) -> Result<Self> {
+        let mut replica = Self::new_under(actor.clone(), prefix);
+        for key in store.sync_keys(prefix)? {
             let Some(value) = store.sync_value(&key)? else {
                 continue;
             };
-            let id: DocId = key[DOC_KEY.len()..]
+            let id: DocId = key[prefix.len()..]
                 .parse()
                 .map_err(|_| SyncError::Schema(format!("bad sync state key {key:?}")))?;
             let (applied, seen, bytes) = decode_slot(&value)
@@ -126,7 +140,7 @@ impl Replica {
         for (id, slot) in &mut self.docs {
             if slot.dirty {
                 let value = encode_slot(slot.applied, slot.seen, &slot.doc.save());
-                values.push((format!("{DOC_KEY}{id}"), Some(value)));
+                values.push((format!("{}{id}", self.prefix), Some(value)));
                 slot.dirty = false;
             }
         }
@@ -138,7 +152,7 @@ impl Replica {
     pub fn capture(
         &mut self,
         store: &dyn Store,
-        keys: &SpaceKeys,
+        keys: &dyn DocIds,
     ) -> Result<Vec<(DocId, Vec<u8>)>> {
         let mut names: BTreeSet<DocName> = store_documents(store)?.into_iter().collect();
         // Documents of entities this device had: a missing entity was deleted here.
@@ -219,7 +233,7 @@ impl Replica {
     pub fn receive(
         &mut self,
         store: &dyn Store,
-        keys: &SpaceKeys,
+        keys: &dyn DocIds,
         id: &DocId,
         bytes: &[u8],
     ) -> Result<()> {
@@ -231,7 +245,7 @@ impl Replica {
     pub fn receive_all(
         &mut self,
         store: &dyn Store,
-        keys: &SpaceKeys,
+        keys: &dyn DocIds,
         id: &DocId,
         chunks: &[&[u8]],
     ) -> Result<()> {
@@ -301,7 +315,7 @@ impl Replica {
     /// samples in the journal). Returns the new changes to push, if any.
     pub fn edit(
         &mut self,
-        keys: &SpaceKeys,
+        keys: &dyn DocIds,
         name: &DocName,
         f: impl FnOnce(&mut Writer<'_>) -> Result<()>,
     ) -> Result<Option<(DocId, Vec<u8>)>> {
@@ -332,7 +346,7 @@ impl Replica {
     }
 
     /// The view of document `name`, if this device has it.
-    pub fn view(&self, keys: &SpaceKeys, name: &DocName) -> Option<crate::doc::View> {
+    pub fn view(&self, keys: &dyn DocIds, name: &DocName) -> Option<crate::doc::View> {
         self.docs
             .get(&keys.doc_id(&name.to_string()))
             .map(|s| read_view(&s.doc, name.layout()))
@@ -373,7 +387,7 @@ impl Replica {
     }
 
     /// The document named `name`, if this device has it.
-    pub fn document(&mut self, keys: &SpaceKeys, name: &DocName) -> Option<&mut AutoCommit> {
+    pub fn document(&mut self, keys: &dyn DocIds, name: &DocName) -> Option<&mut AutoCommit> {
         self.docs
             .get_mut(&keys.doc_id(&name.to_string()))
             .map(|s| &mut s.doc)
