@@ -25,9 +25,13 @@ const BACKGROUND_EVERY: Duration = Duration::from_secs(15);
 pub enum SyncCmd {
     /// Turn on sync with a server: creates this device's space (end-to-end encrypted).
     Enable {
-        /// The sync server, e.g. http://127.0.0.1:8787.
+        /// The sync server, e.g. https://sync.example.org or http://127.0.0.1:8787.
         #[arg(long)]
         server: String,
+        /// Trust this PEM certificate for the server's TLS (a private CA, or the server's
+        /// self-signed certificate), besides the public roots; kept with the sync settings.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
         /// This device's name in `nexus device list` (default: the host name).
         #[arg(long)]
         name: Option<String>,
@@ -60,6 +64,10 @@ pub enum DeviceCmd {
     Join {
         /// The code printed by `nexus device pair` (or its nexus://pair/ URI).
         code: String,
+        /// Trust this PEM certificate for the server's TLS (as `nexus sync enable --ca`; the
+        /// code carries the server's address, not its CA).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
         /// This device's name in `nexus device list` (default: the host name).
         #[arg(long)]
         name: Option<String>,
@@ -181,10 +189,21 @@ impl From<NetError> for CliError {
     fn from(e: NetError) -> Self {
         match e {
             NetError::Sync(e) => e.into(),
-            NetError::Address(..) => CliError::Usage(e.to_string()),
+            NetError::Address(..) | NetError::TrustedCa(_) => CliError::Usage(e.to_string()),
             other => CliError::Sync(other.to_string()),
         }
     }
+}
+
+/// Reads and checks the PEM certificate(s) of `--ca FILE`.
+fn read_ca(path: Option<&Path>) -> Result<Option<String>, CliError> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read the CA file {}: {e}", path.display())))?;
+    net::read_ca(&pem, &path.display().to_string())?;
+    String::from_utf8(pem)
+        .map(Some)
+        .map_err(|_| CliError::Usage(format!("{} is not a PEM text file", path.display())))
 }
 
 fn open_client(store: &dyn nexus_app::Store) -> Result<SyncClient, CliError> {
@@ -289,7 +308,7 @@ fn print_reports(own: Option<&Report>, shares: &[ShareRound], json: bool) -> Res
 fn round(client: &mut SyncClient, store: &dyn nexus_app::Store) -> Result<Report, CliError> {
     match net::sync_once(client, store, ROUND_TIMEOUT) {
         Ok(report) => Ok(report),
-        Err(e @ (NetError::Unreachable(..) | NetError::Timeout(_))) => {
+        Err(e @ (NetError::Unreachable(..) | NetError::Timeout(_) | NetError::Untrusted(_))) => {
             Err(CliError::Sync(format!(
                 "{e}; your changes are kept on this device and sync later ({} waiting)",
                 client.pending()
@@ -302,7 +321,8 @@ fn round(client: &mut SyncClient, store: &dyn nexus_app::Store) -> Result<Report
 pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
     let store = native::open_store(&config.data_dir)?;
     match cmd {
-        SyncCmd::Enable { server, name } => {
+        SyncCmd::Enable { server, ca, name } => {
+            let ca = read_ca(ca.as_deref())?;
             if let Some(client) = SyncClient::open(&store)? {
                 return Err(CliError::Usage(format!(
                     "sync is already enabled with {} (space {}); `nexus sync disable` first",
@@ -311,7 +331,9 @@ pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
                 )));
             }
             let mut client = SyncClient::create_space(&store, &server)?;
+            client.set_tls_ca(ca);
             client.rename_device(&name.unwrap_or_else(host_name))?;
+            client.save(&store)?;
             if let Err(e) = net::register_space(&client, ROUND_TIMEOUT) {
                 SyncClient::disable(&store)?;
                 return Err(e.into());
@@ -351,6 +373,9 @@ pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
                 println!("{}", serde_json::to_string(&status).expect("serializes"));
             } else {
                 println!("server:    {}", status.server);
+                if client.config().tls_ca.is_some() {
+                    println!("trusting:  the certificate given with --ca (and the public roots)");
+                }
                 println!("space:     {}", status.space);
                 println!("documents: {}", status.documents);
                 println!(
@@ -393,12 +418,21 @@ pub fn device(config: &NativeConfig, cmd: DeviceCmd) -> Result<(), CliError> {
             println!("On the new device: nexus device join <code>");
             Ok(())
         }
-        DeviceCmd::Join { code, name } => {
+        DeviceCmd::Join { code, ca, name } => {
             let code = PairingCode::parse(&code).map_err(|e| CliError::Usage(e.to_string()))?;
-            if let Some(client) = SyncClient::open(&store)? {
+            let ca = read_ca(ca.as_deref())?;
+            if let Some(mut client) = SyncClient::open(&store)? {
                 if client.config().space == code.space {
-                    println!("This device is already in that space.");
-                    return Ok(());
+                    if ca.is_none() {
+                        println!("This device is already in that space.");
+                        return Ok(());
+                    }
+                    // Joined before without the server's CA: trust it now and sync.
+                    client.set_tls_ca(ca);
+                    client.save(&store)?;
+                    let report = round(&mut client, &store)?;
+                    println!("This device is in that space; it now trusts the given CA.");
+                    return print_report(&report, false);
                 }
                 return Err(CliError::Usage(format!(
                     "this device syncs with another space ({}); `nexus sync disable` first",
@@ -406,6 +440,7 @@ pub fn device(config: &NativeConfig, cmd: DeviceCmd) -> Result<(), CliError> {
                 )));
             }
             let mut client = SyncClient::join(&store, &code)?;
+            client.set_tls_ca(ca);
             client.rename_device(&name.unwrap_or_else(host_name))?;
             client.save(&store)?;
             let report = round(&mut client, &store)?;

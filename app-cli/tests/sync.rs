@@ -64,6 +64,63 @@ fn start_stoppable(
     (rx.recv().expect("server address"), stop, handle)
 }
 
+/// An HTTPS/WSS server with a fresh CA's certificate for 127.0.0.1; returns its URL and the
+/// CA's PEM file.
+fn start_tls_server(dir: &Path) -> (String, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).expect("dir");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name
+        .push(DnType::CommonName, "Nexus test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.self_signed(&ca_key).expect("CA").pem()).expect("write");
+    let issuer = Issuer::new(ca, ca_key);
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &issuer).expect("certificate");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).expect("write");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    let tls = nexus_sync_server::tls::load(&cert_file, &key_file).expect("certificate and key");
+    let storage = SqliteStorage::open(dir).expect("server storage");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            let app = App::new(storage, Limits::default());
+            nexus_sync_server::serve_tls(app, listener, tls, std::future::pending())
+                .await
+                .expect("serve");
+        });
+    });
+    (
+        format!("https://{}", rx.recv().expect("server address")),
+        ca_file,
+    )
+}
+
+/// `run` with `NEXUS_SYNC_CA` set.
+fn run_trusting(data: &Path, ca: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .env("NEXUS_DATA_DIR", data)
+        .env("NEXUS_MODELS_DIR", data.join("no-models"))
+        .env("NEXUS_SYNC_CA", ca)
+        .stdin(std::process::Stdio::null())
+        .args(args)
+        .output()
+        .expect("run nexus")
+}
+
 fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
@@ -601,4 +658,57 @@ fn a_chat_syncs_shared_companions_in_the_background() {
     }
     ok(chat.wait_with_output().expect("chat ends"));
     assert_eq!(greeting, "Hello from the owner!");
+}
+
+#[test]
+fn two_devices_sync_over_https_with_a_private_ca() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (url, ca) = start_tls_server(&tmp.path().join("server"));
+    let ca = ca.to_str().expect("utf-8");
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    ok(run(&a, &["companion", "create", "Mira"]));
+
+    // Without the CA: a clear refusal, and sync stays off.
+    let out = run(&a, &["sync", "enable", "--server", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server's certificate is not trusted")
+            && err.contains("--ca FILE or NEXUS_SYNC_CA"),
+        "{err}"
+    );
+    assert_eq!(run(&a, &["sync", "status"]).status.code(), Some(2));
+    // A --ca file that is no certificate is bad input.
+    let out = run(&a, &["sync", "enable", "--server", &url, "--ca", &url]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let enabled = ok(run(&a, &["sync", "enable", "--server", &url, "--ca", ca]));
+    assert!(enabled.contains("Sync enabled with https://"), "{enabled}");
+    assert!(ok(run(&a, &["sync", "status"])).contains("trusting:"));
+    let code = json(&ok(run(&a, &["device", "pair", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+
+    // The other device trusts the CA through NEXUS_SYNC_CA.
+    ok(run_trusting(&b, Path::new(ca), &["device", "join", &code]));
+    let list = json(&ok(run(&b, &["companion", "list", "--json"])));
+    assert_eq!(list[0]["name"], "Mira", "{list}");
+    ok(run(
+        &b,
+        &["companion", "edit", "Mira", "--personality", "bold"],
+    ));
+    ok(run_trusting(&b, Path::new(ca), &["sync", "now"]));
+    ok(run(&a, &["sync", "now"]));
+    let mira = json(&ok(run(&a, &["companion", "show", "Mira", "--json"])));
+    assert_eq!(mira["personality"], "bold", "{mira}");
+    // Without the variable B does not trust the server; its changes wait.
+    let out = run(&b, &["sync", "now"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not trusted") && err.contains("kept on this device"),
+        "{err}"
+    );
 }

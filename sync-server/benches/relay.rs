@@ -8,6 +8,7 @@
 //! # knobs: BENCH_LOADS=4,40,200 BENCH_GROUP=4 BENCH_SECS=10 BENCH_RATE=10 BENCH_WINDOW=4
 //! #        BENCH_BACKENDS=sqlite,postgres,automerge-repo,automerge-repo-sync-server
 //! #        BENCH_NODE_PROCS=2 BENCH_DRAIN=60
+//! #        BENCH_TLS=1 (our server with --tls-cert/--tls-key, its clients over wss://)
 //! ```
 //!
 //! Clients form groups of `BENCH_GROUP` devices sharing one document (four people typing in one
@@ -49,7 +50,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{PgCluster, Proc, create_space, doc, http, space, token};
+use common::{
+    PgCluster, Proc, TestCerts, certificates, doc, http, https, space, tls_connect, tls_connector,
+    token,
+};
 use futures_util::{SinkExt, StreamExt};
 use nexus_sync_protocol::{
     Blob, ClientMessage, PROTOCOL_VERSION, ServerMessage, SpaceId, Token, http as proto_http,
@@ -127,13 +131,36 @@ struct Stats {
     seen: BTreeMap<u64, (u32, u64)>,
 }
 
+/// The sending half of a client's WebSocket, plain or TLS.
+type WsSink = std::pin::Pin<
+    Box<dyn futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Send>,
+>;
+
+/// The server's address, and a TLS client trusting its certificate with BENCH_TLS=1.
+#[derive(Clone)]
+struct Target {
+    addr: std::net::SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Target {
+    /// An HTTP(S) request: status and body.
+    async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&Token>,
+        body: Option<String>,
+    ) -> (u16, String) {
+        match &self.tls {
+            Some(tls) => https(tls, self.addr, method, path, token, body.as_deref()).await,
+            None => http(self.addr, method, path, token, body).await,
+        }
+    }
+}
+
 struct Client {
-    tx: futures_util::stream::SplitSink<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        Message,
-    >,
+    tx: WsSink,
     stats: Arc<Mutex<Stats>>,
     in_flight: Arc<AtomicU64>,
     next_id: u64,
@@ -149,21 +176,36 @@ fn blob(client: u32, id: u64, t0: Instant) -> Vec<u8> {
 }
 
 async fn connect(
-    addr: std::net::SocketAddr,
+    target: &Target,
     sp: &SpaceId,
     tk: &Token,
     me: u32,
     t0: Instant,
     cursor: u64,
 ) -> Client {
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(
-        format!("ws://{addr}{}", routes::WS),
-        None,
-        true,
-    )
-    .await
-    .unwrap();
-    let (mut tx, mut rx) = ws.split();
+    let addr = target.addr;
+    let (mut tx, mut rx): (WsSink, _) = match &target.tls {
+        Some(tls) => {
+            let stream = tls_connect(tls, addr).await;
+            let (ws, _) =
+                tokio_tungstenite::client_async(format!("wss://{addr}{}", routes::WS), stream)
+                    .await
+                    .unwrap();
+            let (tx, rx) = ws.split();
+            (Box::pin(tx), rx.boxed())
+        }
+        None => {
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(
+                format!("ws://{addr}{}", routes::WS),
+                None,
+                true,
+            )
+            .await
+            .unwrap();
+            let (tx, rx) = ws.split();
+            (Box::pin(tx), rx.boxed())
+        }
+    };
     let hello = ClientMessage::Hello {
         protocol: PROTOCOL_VERSION,
         space: sp.clone(),
@@ -260,7 +302,7 @@ struct PhaseResult {
 }
 
 struct Setup {
-    addr: std::net::SocketAddr,
+    target: Target,
     spaces: Vec<(SpaceId, Token)>,
     group: usize,
     pid: u32,
@@ -334,7 +376,10 @@ async fn phase(
     }
     let mut heads = Vec::new();
     for (sp, tk) in &set.spaces {
-        let (_, body) = http(set.addr, "GET", &routes::docs(sp), Some(tk), None).await;
+        let (_, body) = set
+            .target
+            .http("GET", &routes::docs(sp), Some(tk), None)
+            .await;
         let list: proto_http::DocList = serde_json::from_str(&body).unwrap();
         heads.push(list.heads.get(&doc(1)).copied().unwrap_or(0));
     }
@@ -460,7 +505,21 @@ async fn run_backend(backend: &str, n: usize, saturated: bool) -> Vec<Row> {
         }
         _ => args.extend(["--data", data.as_str()]),
     }
+    let tls = env("BENCH_TLS", 0) == 1;
+    let certs: Option<TestCerts> = tls.then(|| certificates(dir.path()));
+    let (cert, key);
+    if let Some(c) = &certs {
+        (cert, key) = (
+            c.cert.to_str().unwrap().to_owned(),
+            c.key.to_str().unwrap().to_owned(),
+        );
+        args.extend(["--tls-cert", cert.as_str(), "--tls-key", key.as_str()]);
+    }
     let server = Proc::spawn(&args);
+    let target = Target {
+        addr: server.addr,
+        tls: certs.as_ref().map(|c| tls_connector(&c.ca_pem)),
+    };
     let pid = server.child.id();
     let t0 = Instant::now();
     let spaces: Vec<(SpaceId, Token)> = (0..n.div_ceil(group))
@@ -471,19 +530,23 @@ async fn run_backend(backend: &str, n: usize, saturated: bool) -> Vec<Row> {
         "at most 250 spaces (ids from one byte)"
     );
     for (sp, tk) in &spaces {
-        create_space(server.addr, sp, tk).await;
+        let body = serde_json::to_string(&proto_http::CreateSpace { space: sp.clone() }).unwrap();
+        let (status, body) = target
+            .http("POST", routes::SPACES, Some(tk), Some(body))
+            .await;
+        assert!(status == 201 || status == 200, "{status} {body}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = rss_kib(pid);
     let mut clients = Vec::new();
     for i in 0..n {
         let (sp, tk) = &spaces[i / group];
-        clients.push(connect(server.addr, sp, tk, i as u32, t0, 0).await);
+        clients.push(connect(&target, sp, tk, i as u32, t0, 0).await);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss1 = rss_kib(pid);
     let set = Setup {
-        addr: server.addr,
+        target,
         spaces,
         group,
         pid,
@@ -501,8 +564,9 @@ async fn run_backend(backend: &str, n: usize, saturated: bool) -> Vec<Row> {
     let rss2 = rss_kib(pid);
     let kib_per_client = rss1.saturating_sub(rss0) as f64 / n as f64;
     println!(
-        "{backend}, {n} clients: server RSS {:.1} MiB idle, {:.1} MiB with the clients \
+        "{backend}{}, {n} clients: server RSS {:.1} MiB idle, {:.1} MiB with the clients \
          connected ({kib_per_client:.1} KiB per client), {:.1} MiB after the load",
+        if tls { " over TLS" } else { "" },
         rss0 as f64 / 1024.0,
         rss1 as f64 / 1024.0,
         rss2 as f64 / 1024.0
@@ -513,7 +577,11 @@ async fn run_backend(backend: &str, n: usize, saturated: bool) -> Vec<Row> {
     results
         .into_iter()
         .map(|(r, phase)| Row {
-            backend: backend.to_owned(),
+            backend: if tls {
+                format!("{backend} (TLS)")
+            } else {
+                backend.to_owned()
+            },
             clients: n,
             phase,
             writes_per_s: r.acked as f64 / r.secs,

@@ -14,6 +14,8 @@
 //!   (`/metrics`, Prometheus text format); [`session`]: the WebSocket sessions.
 //! * [`hub`]: fan-out of committed entries to the sessions of a space.
 //! * [`limits`]: token-bucket rate limits per connection and per token.
+//! * [`tls`]: HTTPS and WSS (`--tls-cert`, `--tls-key`): certificate loading and a listener
+//!   completing TLS handshakes (rustls, `ring`).
 //!
 //! ## Guarantees
 //! * An `Ack` (or HTTP answer) is sent only after the write's transaction committed
@@ -35,9 +37,10 @@ pub mod server;
 pub mod session;
 pub mod sqlite;
 pub mod storage;
+pub mod tls;
 
 pub use limits::Limits;
 pub use postgres::PgStorage;
-pub use server::{App, router, serve};
+pub use server::{App, router, serve, serve_tls};
 pub use sqlite::SqliteStorage;
 pub use storage::{Storage, StorageError};

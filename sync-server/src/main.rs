@@ -1,7 +1,9 @@
-//! `nexus-sync-server --listen ADDR --data DIR` (SQLite) or `--postgres URL`.
+//! `nexus-sync-server --listen ADDR --data DIR` (SQLite) or `--postgres URL`; with
+//! `--tls-cert FILE --tls-key FILE` it serves HTTPS and WSS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -44,6 +46,13 @@ struct Args {
     /// Open WebSocket sessions per process; more are refused (HTTP 503).
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
+    /// Serve HTTPS and WSS with this PEM certificate chain (the server's certificate first,
+    /// then any intermediates). Needs --tls-key.
+    #[arg(long, env = "NEXUS_SYNC_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "NEXUS_SYNC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Logs as JSON lines (default: human-readable with fields).
     #[arg(long)]
     log_json: bool,
@@ -70,6 +79,11 @@ fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections,
         ..Limits::default()
     };
+    // Bad certificate or key files stop the server before it opens anything.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(nexus_sync_server::tls::load(cert, key)?),
+        _ => None,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -80,28 +94,37 @@ fn main() -> anyhow::Result<()> {
                         .await
                         .context("connecting to PostgreSQL")?;
                     tracing::info!("storage: PostgreSQL");
-                    run(storage, &args, limits).await
+                    run(storage, &args, limits, tls).await
                 }
                 None => {
                     let storage = SqliteStorage::open(&args.data)
                         .with_context(|| format!("opening {}", args.data.display()))?;
                     tracing::info!(data = %args.data.display(), "storage: SQLite");
-                    run(storage, &args, limits).await
+                    run(storage, &args, limits, tls).await
                 }
             }
         })
 }
 
-async fn run<S: Storage>(storage: S, args: &Args, limits: Limits) -> anyhow::Result<()> {
+async fn run<S: Storage>(
+    storage: S,
+    args: &Args,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Scripts and tests read this line to find the port.
-    println!("nexus-sync-server listening on http://{addr}");
-    tracing::info!(%addr, "listening");
+    println!("nexus-sync-server listening on {scheme}://{addr}");
+    tracing::info!(%addr, tls = tls.is_some(), "listening");
     let app = nexus_sync_server::App::new(storage, limits);
-    server::serve(app, listener, shutdown()).await?;
+    match tls {
+        Some(tls) => server::serve_tls(app, listener, tls, shutdown()).await?,
+        None => server::serve(app, listener, shutdown()).await?,
+    }
     tracing::info!("stopped");
     Ok(())
 }

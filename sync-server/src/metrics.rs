@@ -44,6 +44,8 @@ pub struct Metrics {
     pub entries_out: AtomicU64,
     /// HTTP requests.
     pub http_requests: AtomicU64,
+    /// TLS handshakes that failed or timed out (with `--tls-cert`).
+    pub tls_failures: AtomicU64,
     errors: [AtomicU64; 9],
     latency_buckets: [AtomicU64; 14],
     latency_count: AtomicU64,
@@ -116,6 +118,11 @@ impl Metrics {
             "nexus_sync_http_requests_total",
             "HTTP requests.",
             self.http_requests.load(Relaxed),
+        );
+        counter(
+            "nexus_sync_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+            self.tls_failures.load(Relaxed),
         );
         let _ = writeln!(
             s,

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::serve::ListenerExt as _;
+use axum::serve::{IncomingStream, Listener, ListenerExt as _};
 use nexus_sync_protocol::{
     BlobKind, DocId, Entry, ErrorBody, ErrorCode, MAX_ENTRIES_PER_MESSAGE, MAX_FRAME_BYTES,
     SpaceId, Token, http, routes, token_hash,
@@ -239,13 +240,49 @@ async fn refuse_oversized(req: axum::extract::Request, next: axum::middleware::N
     next.run(req).await
 }
 
-/// Serves until `shutdown` completes. Also forwards other processes' writes (PostgreSQL)
-/// to the local sessions.
+/// Serves plain HTTP until `shutdown` completes. Also forwards other processes' writes
+/// (PostgreSQL) to the local sessions.
 pub async fn serve<S: Storage>(
     app: Arc<App<S>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Small frames must not wait for delayed ACKs (Nagle): relay latency is the product.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    serve_on(app, listener, shutdown).await
+}
+
+/// Serves HTTPS and WSS with `tls` (see [`crate::tls::load`]) until `shutdown` completes;
+/// otherwise as [`serve`].
+pub async fn serve_tls<S: Storage>(
+    app: Arc<App<S>>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let counting = app.clone();
+    let failed = Arc::new(move || {
+        counting.metrics.tls_failures.fetch_add(1, Relaxed);
+    });
+    // TCP_NODELAY is set by the listener, before the handshake; `tap_io` only lends its
+    // connect information (the peer address) to the router.
+    let listener = crate::tls::TlsListener::new(listener, tls, failed)?.tap_io(|_| {});
+    serve_on(app, listener, shutdown).await
+}
+
+async fn serve_on<S: Storage, L>(
+    app: Arc<App<S>>,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    SocketAddr: for<'a> Connected<IncomingStream<'a, L>>,
+{
     if let Some(mut rx) = app.storage.remote_events() {
         let app = app.clone();
         tokio::spawn(async move {
@@ -268,12 +305,6 @@ pub async fn serve<S: Storage>(
             }
         });
     }
-    // Small frames must not wait for delayed ACKs (Nagle): relay latency is the product.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),

@@ -153,6 +153,10 @@ pub struct SyncConfig {
     actor: String,
     /// Entries between snapshots.
     pub snapshot_every: u64,
+    /// PEM certificates to trust for the server's TLS besides the public roots (a private CA
+    /// or a self-signed server certificate), see [`SyncClient::set_tls_ca`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
     /// This device's identity (devices from before device identities get one on open).
     #[serde(default)]
     device: Option<DeviceConfig>,
@@ -281,6 +285,7 @@ impl SyncClient {
                 epoch: 0,
                 actor: ActorId::from(random_bytes::<16>()?).to_hex_string(),
                 snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+                tls_ca: None,
                 device: None,
                 epoch_secrets: BTreeMap::new(),
             },
@@ -298,6 +303,7 @@ impl SyncClient {
                 epoch: code.epoch,
                 actor: ActorId::from(random_bytes::<16>()?).to_hex_string(),
                 snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+                tls_ca: None,
                 device: None,
                 epoch_secrets: code
                     .epoch_secret
@@ -336,6 +342,12 @@ impl SyncClient {
             .map(|k| (k, None))
             .collect();
         Ok(store.set_sync_values(&all)?)
+    }
+
+    /// Trusts these PEM certificates for the server's TLS (kept with the configuration by the
+    /// next [`save`](Self::save); `net::read_ca` checks them).
+    pub fn set_tls_ca(&mut self, pem: Option<String>) {
+        self.config.tls_ca = pem;
     }
 
     /// Changes how many entries of a document pass between two snapshots.

@@ -17,7 +17,8 @@
 //! * [`share`]: sharing one companion with another person (share codes, the owner's list of
 //!   shares in the space document, [`ShareClient`] on the recipient's device).
 //! * [`client`]: [`SyncClient`], all of it for one device, persisted in the store.
-//! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`.
+//! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`, in the clear
+//!   or over TLS (`https://`, `wss://`; rustls, the Mozilla roots and a trusted private CA).
 //! * [`relay`]: an in-memory relay with the server's semantics, for tests without sockets.
 //!
 //! The cycle of a device: [`SyncClient::sync_local`] (store to documents, changes queued),

@@ -1,20 +1,54 @@
 //! A blocking transport for native shells (feature `native`): registers a space over HTTP and
-//! runs sync rounds over the server's WebSocket with `tungstenite`. Plain `http://` / `ws://`
-//! only for now (TLS is a follow-up; put the server behind a TLS proxy and use a VPN or
-//! loopback meanwhile).
+//! runs sync rounds over the server's WebSocket with `tungstenite`.
+//!
+//! ## Server addresses and TLS
+//! `http://` and `ws://` connect in the clear (loopback, a VPN). `https://` and `wss://` use TLS
+//! (rustls with the `ring` provider, TLS 1.2 and 1.3; port 443 unless given). The server's
+//! certificate must be valid for the host of the address (a name or an IP address) and chain
+//! to a trusted root:
+//!
+//! * the Mozilla root store (`webpki-roots`), for servers with a public certificate;
+//! * the PEM certificates stored with the configuration ([`SyncConfig::tls_ca`], set by
+//!   `nexus sync enable --ca FILE` or `nexus device join CODE --ca FILE`): a private CA, or
+//!   the server's own self-signed certificate (also one marked `CA:TRUE`, as `openssl req
+//!   -x509` makes them: accepted when the server presents exactly that certificate and it
+//!   names the host);
+//! * the PEM file named by [`CA_ENV`] (`NEXUS_SYNC_CA=/path/ca.pem`), read at every
+//!   connection.
+//!
+//! The handshake completes before anything is written, so a server whose certificate is
+//! refused ([`NetError::Untrusted`]) receives neither the token nor any blob. A pairing code
+//! carries only the server's URL: a device joining a server with a private CA needs the CA
+//! too (`--ca` or `NEXUS_SYNC_CA`).
+//!
+//! [`SyncConfig::tls_ca`]: crate::SyncConfig::tls_ca
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus_store::Store;
 use nexus_sync_protocol::{
     Access, ErrorCode, MAX_ENTRIES_PER_MESSAGE, ServerMessage, Token, http, routes,
 };
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{WebPkiServerVerifier, verify_server_name};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    SignatureScheme, StreamOwned,
+};
 use tungstenite::{Message, WebSocket};
 
 use crate::device::DeviceId;
 use crate::{SyncClient, SyncError};
+
+/// The environment variable naming a PEM file of certificates to trust besides the public
+/// roots (a private CA or a self-signed server certificate).
+pub const CA_ENV: &str = "NEXUS_SYNC_CA";
 
 /// What went wrong on the network.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +59,12 @@ pub enum NetError {
     /// Could not reach the server or the connection broke.
     #[error("cannot reach the sync server {0}: {1}")]
     Unreachable(String, String),
+    /// The server's TLS certificate was refused; nothing was sent to it.
+    #[error("the server's certificate is not trusted: {0}")]
+    Untrusted(String),
+    /// A certificate to trust (`--ca`, [`CA_ENV`]) cannot be used.
+    #[error("{0}")]
+    TrustedCa(String),
     /// The server refused.
     #[error("the sync server refused: {0}")]
     Refused(String),
@@ -51,60 +91,351 @@ pub enum NetError {
     Sync(#[from] SyncError),
 }
 
-/// Host, port and whether the address used TLS.
-fn authority(server: &str) -> Result<(String, u16), NetError> {
-    let bad = |why: &str| NetError::Address(server.to_owned(), why.to_owned());
-    let (scheme, rest) = server.split_once("://").ok_or_else(|| bad("no scheme"))?;
-    match scheme {
-        "http" | "ws" => {}
-        "https" | "wss" => {
-            return Err(bad(
-                "TLS is not supported by this build yet: use http:// (loopback, VPN or a TLS proxy)",
-            ));
+/// Where a server address points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    /// Host name or IP address (without the brackets of an IPv6 address).
+    host: String,
+    port: u16,
+    tls: bool,
+}
+
+impl Endpoint {
+    fn parse(server: &str) -> Result<Self, NetError> {
+        let bad = |why: &str| NetError::Address(server.to_owned(), why.to_owned());
+        let (scheme, rest) = server.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "http" | "ws" => false,
+            "https" | "wss" => true,
+            _ => return Err(bad("the scheme must be http://, https://, ws:// or wss://")),
+        };
+        let host_port = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host_port.contains('@') {
+            return Err(bad("user names or passwords do not belong in the address"));
         }
-        _ => return Err(bad("the scheme must be http:// or ws://")),
-    }
-    let host_port = rest.split('/').next().unwrap_or_default();
-    if host_port.is_empty() {
-        return Err(bad("no host"));
-    }
-    match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host_port.starts_with('[') => {
-            let port = port.parse().map_err(|_| bad("bad port"))?;
-            Ok((host.to_owned(), port))
+        let (host, port) = match host_port.strip_prefix('[') {
+            // [v6] or [v6]:port
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+                let port = match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?),
+                };
+                (host, port)
+            }
+            None => match host_port.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
         }
-        _ => Ok((host_port.to_owned(), 80)),
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+            None if tls => 443,
+            None => 80,
+        };
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+
+    /// The `Host` header value.
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
-fn connect_tcp(server: &str, timeout: Duration) -> Result<(TcpStream, String), NetError> {
-    let (host, port) = authority(server)?;
+/// Reads the certificates of a PEM file or text (`source` names it in errors); at least one.
+pub fn read_ca(pem: &[u8], source: &str) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NetError::TrustedCa(format!("{source} is not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(NetError::TrustedCa(format!(
+            "{source} holds no certificate (no BEGIN CERTIFICATE block)"
+        )));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|e| {
+            NetError::TrustedCa(format!(
+                "{source} holds a certificate that cannot be used: {e}"
+            ))
+        })?;
+    }
+    Ok(certs)
+}
+
+/// The TLS configuration: the public roots, the stored certificates `ca` (PEM) and those of
+/// [`CA_ENV`] (see [`Verifier`]).
+fn tls_config(ca: Option<&str>) -> Result<Arc<ClientConfig>, NetError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut trusted = Vec::new();
+    if let Some(pem) = ca {
+        trusted.extend(read_ca(pem.as_bytes(), "the stored trusted certificate")?);
+    }
+    if let Some(path) = std::env::var_os(CA_ENV).filter(|p| !p.is_empty()) {
+        let source = format!("{CA_ENV}={}", path.to_string_lossy());
+        let pem = std::fs::read(&path)
+            .map_err(|e| NetError::TrustedCa(format!("cannot read {source}: {e}")))?;
+        trusted.extend(read_ca(&pem, &source)?);
+    }
+    for cert in &trusted {
+        // read_ca checked that each one is accepted.
+        let _ = roots.add(cert.clone());
+    }
+    let setup = |e: String| NetError::TrustedCa(format!("TLS setup failed: {e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| setup(e.to_string()))?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, trusted }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Whether a certificate error is webpki's `CaUsedAsEndEntity` (opaque through rustls).
+fn is_ca_used_as_end_entity(e: &CertificateError) -> bool {
+    matches!(e, CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity"))
+}
+
+/// rustls' standard verification (webpki: chain to a trusted root, validity period, host
+/// name), with one addition: a certificate the user trusted (`--ca`, [`CA_ENV`]) that the
+/// server presents as its own certificate is accepted although it is marked as a CA (as the
+/// self-signed certificates of `openssl req -x509` are by default), if it names the host. Its
+/// validity period is not checked then: trusting that exact certificate is the decision.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(e))
+                if is_ca_used_as_end_entity(&e)
+                    && self
+                        .trusted
+                        .iter()
+                        .any(|t| t.as_ref() == end_entity.as_ref()) =>
+            {
+                let parsed = ParsedCertificate::try_from(end_entity)?;
+                verify_server_name(&parsed, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// A connection to the server, in the clear or over TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// What a certificate error means, for people.
+fn describe(e: &CertificateError, host: &str) -> String {
+    let date = |secs: u64| nexus_common::Timestamp((secs as i64).saturating_mul(1000));
+    match e {
+        CertificateError::UnknownIssuer => format!(
+            "it is not signed by a known certificate authority (a private CA or a self-signed \
+             certificate? trust it with --ca FILE or {CA_ENV}=FILE)"
+        ),
+        CertificateError::ExpiredContext { not_after, .. } => {
+            format!("it expired on {}", date(not_after.as_secs()))
+        }
+        CertificateError::Expired => "it has expired".into(),
+        CertificateError::NotValidYetContext { not_before, .. } => format!(
+            "it is not valid before {} (is this device's clock right?)",
+            date(not_before.as_secs())
+        ),
+        CertificateError::NotValidYet => "it is not valid yet".into(),
+        CertificateError::NotValidForNameContext { presented, .. } => format!(
+            "it is not valid for {host:?} (it is for {})",
+            if presented.is_empty() {
+                "no name".to_owned()
+            } else {
+                presented
+                    .iter()
+                    .map(|n| plain_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+        CertificateError::NotValidForName => format!("it is not valid for {host:?}"),
+        CertificateError::Revoked => "it was revoked".into(),
+        CertificateError::BadSignature => "its signature is wrong".into(),
+        e if is_ca_used_as_end_entity(e) => format!(
+            "it is a CA certificate used as the server's own certificate, and not one this \
+             device trusts (a self-signed certificate? trust it with --ca FILE or {CA_ENV}=FILE)"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `DnsName("a.example")` (how webpki presents a certificate's names) as `a.example`.
+fn plain_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, inner)| inner.strip_suffix(')'))
+        .map_or(presented, |inner| inner.trim_matches('"'))
+}
+
+/// The error of a failed TLS handshake.
+fn handshake_error(server: &str, host: &str, e: &std::io::Error) -> NetError {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(cert)) => NetError::Untrusted(describe(cert, host)),
+        Some(rustls::Error::InvalidMessage(_)) => NetError::Unreachable(
+            server.to_owned(),
+            format!("the TLS handshake failed ({e}): is it an http:// server?"),
+        ),
+        Some(other) => NetError::Unreachable(
+            server.to_owned(),
+            format!("the TLS handshake failed: {other}"),
+        ),
+        None => NetError::Unreachable(server.to_owned(), format!("the TLS handshake failed: {e}")),
+    }
+}
+
+/// Connects to `server` (TCP, then TLS for https/wss, trusting `ca` besides the public roots:
+/// the handshake is complete when this returns, before anything else is sent).
+fn connect(
+    server: &str,
+    ca: Option<&str>,
+    timeout: Duration,
+) -> Result<(Stream, Endpoint), NetError> {
+    let endpoint = Endpoint::parse(server)?;
+    // Bad trusted certificates are reported before any connection.
+    let tls = endpoint.tls.then(|| tls_config(ca)).transpose()?;
     let unreachable = |e: std::io::Error| NetError::Unreachable(server.to_owned(), e.to_string());
-    let addr = (host.as_str(), port)
+    let addr = (endpoint.host.as_str(), endpoint.port)
         .to_socket_addrs()
         .map_err(unreachable)?
         .next()
         .ok_or_else(|| NetError::Unreachable(server.to_owned(), "no address".into()))?;
-    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
-    stream.set_nodelay(true).map_err(unreachable)?;
-    Ok((stream, format!("{host}:{port}")))
+    let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
+    tcp.set_nodelay(true).map_err(unreachable)?;
+    // Handshakes (TLS, WebSocket) and requests must not wait forever on a silent server.
+    tcp.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+    tcp.set_write_timeout(Some(timeout)).map_err(unreachable)?;
+    let Some(tls) = tls else {
+        return Ok((Stream::Plain(tcp), endpoint));
+    };
+    let name = ServerName::try_from(endpoint.host.clone())
+        .map_err(|e| NetError::Address(server.to_owned(), e.to_string()))?;
+    let mut conn = ClientConnection::new(tls, name)
+        .map_err(|e| NetError::Unreachable(server.to_owned(), e.to_string()))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)
+            .map_err(|e| handshake_error(server, &endpoint.host, &e))?;
+    }
+    Ok((Stream::Tls(Box::new(StreamOwned::new(conn, tcp))), endpoint))
 }
 
 /// The server refused the space token of a device that never got in.
 const UNKNOWN_KEY: &str = "the sync server refused this space's key: the pairing code is wrong or outdated, or this device was removed from the space";
 
-/// One HTTP request with a bearer token and an optional JSON body: status and body.
+/// One HTTP request with a bearer token and an optional JSON body: status and body. `ca`:
+/// certificates to trust besides the public roots (see [`connect`]).
 pub(crate) fn http_request(
     server: &str,
+    ca: Option<&str>,
     method: &str,
     path: &str,
     bearer: &Token,
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), NetError> {
-    let (mut stream, host) = connect_tcp(server, timeout)?;
+    let (mut stream, endpoint) = connect(server, ca, timeout)?;
+    let host = endpoint.authority();
     let io = |e: std::io::Error| NetError::Unreachable(server.to_owned(), e.to_string());
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
     let body = body.unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
@@ -114,7 +445,26 @@ pub(crate) fn http_request(
     );
     stream.write_all(request.as_bytes()).map_err(io)?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(io)?;
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        // A TLS server that closes without a close_notify, after its answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(io(e)),
+    }
+    if !response.starts_with(b"HTTP/") {
+        // E.g. a TLS alert, or nothing: http:// to an https:// server.
+        return Err(NetError::Unreachable(
+            server.to_owned(),
+            format!(
+                "the server did not answer in HTTP{}",
+                if endpoint.tls {
+                    ""
+                } else {
+                    " (is it an https:// server?)"
+                }
+            ),
+        ));
+    }
     let text = String::from_utf8_lossy(&response);
     let status = text
         .split_whitespace()
@@ -157,13 +507,14 @@ pub(crate) fn refused(status: u16, body: &str) -> NetError {
 /// Registers the client's space with its server (`POST /v1/spaces`); fine if it exists with
 /// the same token. (The device's own grant is registered by the first [`sync_once`].)
 pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetError> {
-    let server = client.config().server.clone();
+    let config = client.config().clone();
     let body = serde_json::to_string(&http::CreateSpace {
         space: client.keys().space().clone(),
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &server,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         routes::SPACES,
         client.keys().token(),
@@ -185,7 +536,7 @@ pub fn register_device(client: &mut SyncClient, timeout: Duration) -> Result<(),
     if client.device_grant().is_some() {
         return Ok(());
     }
-    let server = client.config().server.clone();
+    let config = client.config().clone();
     let body = serde_json::to_string(&http::CreateGrant {
         token: client.device_token()?,
         docs: vec![client.keyring()],
@@ -193,7 +544,8 @@ pub fn register_device(client: &mut SyncClient, timeout: Duration) -> Result<(),
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &server,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         &routes::grants(client.keys().space()),
         client.keys().token(),
@@ -225,14 +577,15 @@ pub fn revoke_devices(
     register_device(client, timeout)?;
     sync_once(client, store, timeout)?;
     let rotation = client.plan_rotation(devices)?;
-    let server = client.config().server.clone();
+    let config = client.config().clone();
     let space = client.keys().space().clone();
     let body = serde_json::to_string(&http::PushChange {
         blob: rotation.record.clone(),
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &server,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         &routes::changes(&space, &rotation.keyring),
         client.keys().token(),
@@ -248,7 +601,8 @@ pub fn revoke_devices(
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &server,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         &routes::token(&space),
         client.keys().token(),
@@ -268,7 +622,7 @@ pub fn revoke_devices(
 /// Reads the keyring with this device's grant and moves to the newest key epoch sealed to
 /// it. `Ok(false)` when there is none.
 fn recover_rotation(client: &mut SyncClient, timeout: Duration) -> Result<bool, NetError> {
-    let server = client.config().server.clone();
+    let config = client.config().clone();
     let space = client.keys().space().clone();
     let token = client.device_token()?;
     let mut entries = Vec::new();
@@ -278,7 +632,15 @@ fn recover_rotation(client: &mut SyncClient, timeout: Duration) -> Result<bool, 
             "{}?since={since}&limit={MAX_ENTRIES_PER_MESSAGE}",
             routes::entries(&space, &client.keyring())
         );
-        let (status, text) = http_request(&server, "GET", &path, &token, None, timeout)?;
+        let (status, text) = http_request(
+            &config.server,
+            config.tls_ca.as_deref(),
+            "GET",
+            &path,
+            &token,
+            None,
+            timeout,
+        )?;
         match status {
             200 => {}
             401 | 403 => return Err(NetError::Revoked),
@@ -311,9 +673,11 @@ pub struct Report {
 
 fn ws_url(server: &str) -> String {
     let base = server.trim_end_matches('/');
-    let base = base
-        .strip_prefix("http://")
-        .map_or_else(|| base.to_owned(), |rest| format!("ws://{rest}"));
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => format!("ws://{rest}"),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => format!("wss://{rest}"),
+        _ => base.to_owned(),
+    };
     format!("{base}{}", routes::WS)
 }
 
@@ -334,7 +698,14 @@ pub fn sync_once(
         // Devices from before device grants (or whose registration failed) register now.
         match register_device(client, timeout) {
             Ok(()) => client.save(store)?,
-            Err(e @ (NetError::Revoked | NetError::Unreachable(..))) => return Err(e),
+            // Connection failures would only repeat in the exchange.
+            Err(
+                e @ (NetError::Revoked
+                | NetError::Unreachable(..)
+                | NetError::Untrusted(_)
+                | NetError::TrustedCa(_)
+                | NetError::Address(..)),
+            ) => return Err(e),
             Err(e) => tracing::warn!("sync: registering this device: {e}"),
         }
     }
@@ -372,6 +743,8 @@ pub fn sync_once(
 pub(crate) trait Peer {
     /// The server.
     fn server(&self) -> String;
+    /// Certificates to trust for the server's TLS besides the public roots (PEM).
+    fn tls_ca(&self) -> Option<String>;
     /// See [`SyncClient::connected`].
     fn connected(&mut self);
     /// See [`SyncClient::outgoing`].
@@ -387,6 +760,9 @@ pub(crate) trait Peer {
 impl Peer for SyncClient {
     fn server(&self) -> String {
         self.config().server.clone()
+    }
+    fn tls_ca(&self) -> Option<String> {
+        self.config().tls_ca.clone()
     }
     fn connected(&mut self) {
         SyncClient::connected(self);
@@ -415,11 +791,21 @@ pub(crate) fn exchange(
 ) -> Result<(), NetError> {
     let server = client.server();
     let deadline = Instant::now() + timeout;
-    let (stream, _) = connect_tcp(&server, timeout)?;
+    let (stream, endpoint) = connect(&server, client.tls_ca().as_deref(), timeout)?;
     let broken = |e: tungstenite::Error| NetError::Unreachable(server.clone(), e.to_string());
-    let (mut ws, _): (WebSocket<TcpStream>, _) = tungstenite::client(ws_url(&server), stream)
-        .map_err(|e| NetError::Unreachable(server.clone(), e.to_string()))?;
-    ws.get_mut()
+    let (mut ws, _): (WebSocket<Stream>, _) = tungstenite::client(ws_url(&server), stream)
+        .map_err(|e| {
+            // An answer that is not HTTP: TLS alerts from an https:// server.
+            let hint = match &e {
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::HttparseError(_),
+                )) if !endpoint.tls => " (is it an https:// server?)",
+                _ => "",
+            };
+            NetError::Unreachable(server.clone(), format!("{e}{hint}"))
+        })?;
+    ws.get_ref()
+        .tcp()
         .set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| NetError::Unreachable(server.clone(), e.to_string()))?;
     client.connected();
@@ -485,19 +871,82 @@ pub(crate) fn exchange(
 mod tests {
     use super::*;
 
+    fn endpoint(server: &str) -> (String, u16, bool) {
+        let e = Endpoint::parse(server).expect("a good address");
+        (e.host, e.port, e.tls)
+    }
+
     #[test]
     fn addresses() {
         assert_eq!(
-            authority("http://127.0.0.1:8787").expect("ok"),
-            ("127.0.0.1".into(), 8787)
+            endpoint("http://127.0.0.1:8787"),
+            ("127.0.0.1".into(), 8787, false)
         );
         assert_eq!(
-            authority("ws://example.org/x").expect("ok"),
-            ("example.org".into(), 80)
+            endpoint("ws://example.org/x"),
+            ("example.org".into(), 80, false)
         );
-        assert!(authority("https://example.org").is_err());
-        assert!(authority("example.org").is_err());
+        assert_eq!(
+            endpoint("https://example.org"),
+            ("example.org".into(), 443, true)
+        );
+        assert_eq!(
+            endpoint("WSS://example.org:8443/"),
+            ("example.org".into(), 8443, true)
+        );
+        assert_eq!(endpoint("https://[::1]:9/"), ("::1".into(), 9, true));
+        assert_eq!(endpoint("http://[::1]"), ("::1".into(), 80, false));
+        assert_eq!(
+            Endpoint::parse("https://[::1]:9").expect("ok").authority(),
+            "[::1]:9"
+        );
+        for bad in [
+            "example.org",
+            "ftp://example.org",
+            "https://",
+            "https://:443",
+            "https://h:port",
+            "https://[::1",
+            "https://u:p@h",
+        ] {
+            let e = Endpoint::parse(bad).expect_err(bad);
+            assert!(e.to_string().starts_with("bad server address"), "{e}");
+        }
         assert_eq!(ws_url("http://h:1/"), "ws://h:1/v1/ws");
         assert_eq!(ws_url("ws://h:1"), "ws://h:1/v1/ws");
+        assert_eq!(ws_url("https://h:1/"), "wss://h:1/v1/ws");
+        assert_eq!(ws_url("wss://h"), "wss://h/v1/ws");
+    }
+
+    #[test]
+    fn certificate_names_read_plainly() {
+        assert_eq!(plain_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(plain_name("a.example"), "a.example");
+    }
+
+    #[test]
+    fn trusted_certificates_must_be_pem_certificates() {
+        for (pem, why) in [
+            ("", "holds no certificate"),
+            ("hello", "holds no certificate"),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "holds no certificate",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+                "is not a PEM certificate",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "cannot be used",
+            ),
+        ] {
+            let e = read_ca(pem.as_bytes(), "ca.pem").expect_err(pem);
+            assert!(matches!(e, NetError::TrustedCa(_)), "{e:?}");
+            assert!(e.to_string().contains(why), "{pem:?}: {e}");
+            assert!(e.to_string().contains("ca.pem"), "{e}");
+        }
     }
 }

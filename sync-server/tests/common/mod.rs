@@ -80,19 +80,7 @@ pub fn http_blocking(
     token: Option<&Token>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let body = body.unwrap_or("");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {}\r\n", t.expose()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
+    let req = request(addr, method, path, token, body.unwrap_or(""));
     http_raw(addr, &req)
 }
 
@@ -103,7 +91,12 @@ pub fn http_raw(addr: SocketAddr, req: &str) -> (u16, String) {
     let _ = s.write_all(req.as_bytes());
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
+    parse_response(&out)
+}
+
+/// Status and body of an HTTP/1.1 response.
+fn parse_response(out: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(out).into_owned();
     let status: u16 = text
         .split(' ')
         .nth(1)
@@ -119,6 +112,111 @@ pub fn http_raw(addr: SocketAddr, req: &str) -> (u16, String) {
         rest.to_owned()
     };
     (status, body)
+}
+
+/// A request as [`http_blocking`] writes it.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&Token>,
+    body: &str,
+) -> String {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {}\r\n", t.expose()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    req
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 signed by it.
+pub struct TestCerts {
+    /// The CA's certificate, PEM.
+    pub ca_pem: String,
+    /// The server's certificate (PEM file, for `--tls-cert`).
+    pub cert: PathBuf,
+    /// Its key (PEM file, for `--tls-key`).
+    pub key: PathBuf,
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1, written to PEM files in `dir`.
+pub fn certificates(dir: &Path) -> TestCerts {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Nexus test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "nexus sync test server");
+    let key = KeyPair::generate().unwrap();
+    let cert = server.signed_by(&key, &issuer).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    TestCerts {
+        ca_pem,
+        cert: cert_file,
+        key: key_file,
+    }
+}
+
+/// A TLS client (rustls, ring) trusting only the certificates of `ca_pem`.
+pub fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS connection to `addr` (a certificate for 127.0.0.1).
+pub async fn tls_connect(
+    tls: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tls.connect(name, tcp).await.unwrap()
+}
+
+/// An HTTPS request (as [`http`]); returns status and body.
+pub async fn https(
+    tls: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&Token>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tls_connect(tls, addr).await;
+    let req = request(addr, method, path, token, body.unwrap_or(""));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut out)).await;
+    parse_response(&out)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -314,9 +412,10 @@ impl Proc {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "... listening on http://ADDR" (or https://).
         let addr = line
             .trim()
-            .rsplit("http://")
+            .rsplit("://")
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));

@@ -15,6 +15,11 @@ impl Peer for ShareClient {
     fn server(&self) -> String {
         ShareClient::server(self).to_owned()
     }
+    /// A share code carries no CA: a recipient on a server with a private CA trusts it through
+    /// `NEXUS_SYNC_CA`.
+    fn tls_ca(&self) -> Option<String> {
+        None
+    }
     fn connected(&mut self) {
         ShareClient::connected(self);
     }
@@ -55,7 +60,7 @@ pub fn share_companion(
     let code = client.plan_share(companion, label, access)?;
     client.session.force_snapshot(&code.doc);
     sync_once(client, store, timeout)?;
-    let server = client.config().server.clone();
+    let config = client.config().clone();
     let body = serde_json::to_string(&http::CreateGrant {
         token: code.token.clone(),
         docs: vec![code.doc.clone()],
@@ -63,7 +68,8 @@ pub fn share_companion(
     })
     .expect("serializes");
     let (status, text) = http_request(
-        &server,
+        &config.server,
+        config.tls_ca.as_deref(),
         "POST",
         &routes::grants(client.keys().space()),
         client.keys().token(),
@@ -99,10 +105,11 @@ pub fn unshare(
         .find(|s| s.id == id)
         .ok_or_else(|| SyncError::Schema(format!("no share {id} in this space")))?;
     if share.status == ShareStatus::Active {
-        let server = client.config().server.clone();
+        let config = client.config().clone();
         let path = format!("{}/{id}", routes::grants(client.keys().space()));
         let (status, text) = http_request(
-            &server,
+            &config.server,
+            config.tls_ca.as_deref(),
             "DELETE",
             &path,
             client.keys().token(),
