@@ -130,10 +130,12 @@ impl SyncClient {
     fn fresh(store: &dyn Store, config: SyncConfig) -> Result<Self> {
         let replica = Replica::new(config.actor()?);
         let mut client = Self::build(config, replica, SessionState::default())?;
-        // A new space or a new membership: forget documents of an earlier one.
+        // A new space or a new membership: forget documents of an earlier one (a deletion of
+        // an earlier space's server copy that is still to be done stays).
         let old: Vec<(String, Option<Vec<u8>>)> = store
             .sync_keys("")?
             .into_iter()
+            .filter(|k| k != crate::remote::KEY)
             .map(|k| (k, None))
             .collect();
         store.set_sync_values(&old)?;
@@ -192,11 +194,12 @@ impl SyncClient {
     }
 
     /// Turns sync off on this device: deletes the configuration and the documents (the store's
-    /// data stays).
+    /// data stays; so does a [`crate::RemoteDeletion`] still to be done).
     pub fn disable(store: &dyn Store) -> Result<()> {
         let all: Vec<(String, Option<Vec<u8>>)> = store
             .sync_keys("")?
             .into_iter()
+            .filter(|k| k != crate::remote::KEY)
             .map(|k| (k, None))
             .collect();
         Ok(store.set_sync_values(&all)?)

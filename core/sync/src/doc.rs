@@ -553,6 +553,29 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// Every string an Automerge document (or a set of its changes) ever held, in its whole
+/// history, not only its current state: an audit of what a device or the server keeps (after
+/// forgetting, none of what was forgotten). Fails when the bytes are not a complete document
+/// (changes whose dependencies are missing cannot be read, so nothing can be ruled out).
+pub fn history_strings(bytes: &[u8]) -> Result<Vec<String>> {
+    let mut doc = AutoCommit::new();
+    doc.load_incremental(bytes).map_err(am)?;
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(SyncError::Automerge(
+            "the changes depend on changes that are not there".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for change in doc.get_changes(&[]) {
+        for op in change.decode().operations {
+            if let Some(ScalarValue::Str(s)) = op.primitive_value() {
+                out.push(s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Makes the document hold `view`: the records of `layout`, and exactly the entities of its
 /// collections and of the [`GENERATION_PARTS`], writing only what differs from `current` (the
 /// document's view now).

@@ -15,6 +15,12 @@
 //! * [`client`]: [`SyncClient`], all of it for one device, persisted in the store.
 //! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`.
 //! * [`relay`]: an in-memory relay with the server's semantics, for tests without sockets.
+//! * [`remote`]: deleting the server's copy of a space (and remembering to, when offline).
+//!
+//! Forgetting reaches every copy: a deletion that forgets something (a memory, a conversation,
+//! a companion) starts a new *generation* of its document without the history that still
+//! held it, and the old generation is deleted on the server and on every device
+//! ([`replica`], docs/SYNC.md "Forgetting").
 //!
 //! The cycle of a device: [`SyncClient::sync_local`] (store to documents, changes queued),
 //! [`SyncClient::connected`] and [`SyncClient::outgoing`] (Hello, pushes), then each
@@ -32,6 +38,7 @@ pub mod mapping;
 pub mod net;
 pub mod pairing;
 pub mod relay;
+pub mod remote;
 pub mod replica;
 pub mod session;
 
@@ -39,6 +46,7 @@ pub use client::{Status, SyncClient, SyncConfig};
 pub use crypto::{CryptoError, SpaceKeys, SpaceSecret};
 pub use doc::DocName;
 pub use pairing::{PairingCode, PairingError};
+pub use remote::RemoteDeletion;
 
 /// What can go wrong in sync.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
-//! A blocking transport for native shells (feature `native`): registers a space over HTTP and
-//! runs sync rounds over the server's WebSocket with `tungstenite`. Plain `http://` / `ws://`
+//! A blocking transport for native shells (feature `native`): registers and deletes a space
+//! over HTTP and runs sync rounds over the server's WebSocket with `tungstenite` (deleting old
+//! document generations happens inside a round, on the WebSocket). Plain `http://` / `ws://`
 //! only for now (TLS is a follow-up; put the server behind a TLS proxy and use a VPN or
 //! loopback meanwhile).
 
@@ -8,7 +9,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use nexus_store::Store;
-use nexus_sync_protocol::{ServerMessage, routes};
+use nexus_sync_protocol::{ServerMessage, SpaceId, Token, routes};
 use tungstenite::{Message, WebSocket};
 
 use crate::{SyncClient, SyncError};
@@ -72,22 +73,23 @@ fn connect_tcp(server: &str, timeout: Duration) -> Result<(TcpStream, String), N
     Ok((stream, format!("{host}:{port}")))
 }
 
-/// Registers the client's space with its server (`POST /v1/spaces`); fine if it exists with
-/// the same token.
-pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetError> {
-    let server = &client.config().server;
+/// One HTTP/1.1 request to the server; returns the status and the body.
+fn http_request(
+    server: &str,
+    method: &str,
+    path: &str,
+    token: &Token,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), NetError> {
     let (mut stream, host) = connect_tcp(server, timeout)?;
-    let io = |e: std::io::Error| NetError::Unreachable(server.clone(), e.to_string());
+    let io = |e: std::io::Error| NetError::Unreachable(server.to_owned(), e.to_string());
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    let body = serde_json::to_string(&nexus_sync_protocol::http::CreateSpace {
-        space: client.keys().space().clone(),
-    })
-    .expect("serializes");
+    let body = body.unwrap_or_default();
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        routes::SPACES,
-        client.keys().token().expose(),
+        token.expose(),
         body.len()
     );
     stream.write_all(request.as_bytes()).map_err(io)?;
@@ -99,15 +101,55 @@ pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetE
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Ok((status, body))
+}
+
+/// Registers the client's space with its server (`POST /v1/spaces`); fine if it exists with
+/// the same token.
+pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetError> {
+    let body = serde_json::to_string(&nexus_sync_protocol::http::CreateSpace {
+        space: client.keys().space().clone(),
+    })
+    .expect("serializes");
+    let (status, body) = http_request(
+        &client.config().server,
+        "POST",
+        routes::SPACES,
+        client.keys().token(),
+        Some(&body),
+        timeout,
+    )?;
     match status {
         200 | 201 => Ok(()),
         409 => Err(NetError::Refused(
             "this space already exists on the server with another key".into(),
         )),
-        _ => {
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-            Err(NetError::Refused(format!("HTTP {status}: {body}")))
-        }
+        _ => Err(NetError::Refused(format!("HTTP {status}: {body}"))),
+    }
+}
+
+/// Deletes a space with everything the server keeps of it (`DELETE /v1/spaces/{space}`).
+/// Returns `false` when the server has no such space for this token (deleted already, by
+/// another device or an earlier attempt).
+pub fn delete_space(
+    server: &str,
+    space: &SpaceId,
+    token: &Token,
+    timeout: Duration,
+) -> Result<bool, NetError> {
+    let (status, body) = http_request(
+        server,
+        "DELETE",
+        &routes::space(space),
+        token,
+        None,
+        timeout,
+    )?;
+    match status {
+        204 | 200 => Ok(true),
+        401 | 404 => Ok(false),
+        _ => Err(NetError::Refused(format!("HTTP {status}: {body}"))),
     }
 }
 

@@ -156,6 +156,12 @@ impl Replica {
         Ok(replica)
     }
 
+    /// Every document a device keeps in its store's sync state, history included (an audit of
+    /// what the device holds; see [`crate::doc::history_strings`]).
+    pub fn kept(store: &dyn Store) -> Result<Vec<Kept>> {
+        Ok(Self::load(store, ActorId::random())?.documents())
+    }
+
     /// The sync state values of the documents changed since the last call.
     pub fn dirty_values(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut values: Vec<(String, Option<Vec<u8>>)> = std::mem::take(&mut self.removed)

@@ -14,10 +14,11 @@
 //! * **Generations and deletions** (forgetting, see docs/SYNC.md): the first upload of a new
 //!   generation of a document is a snapshot covering nothing, and deleting a retired
 //!   generation on the server is a [`ClientMessage::Delete`]. Both wait in the same ordered
-//!   queue as the pushes and are barriers: nothing queued after one is sent before it is
-//!   acknowledged, and a deletion is sent only once everything before it is acknowledged (the
-//!   new generation is on the server before the old one is deleted). A retired document's
-//!   cursor and queued changes are dropped and its entries ignored from then on.
+//!   queue as the pushes: nothing queued after an upload is sent before it is acknowledged,
+//!   and a deletion is sent only once everything before it (other deletions aside) is
+//!   acknowledged, so the new generation is on the server before the old one is deleted. A
+//!   retired document's cursor and queued changes are dropped and its entries ignored from
+//!   then on.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -219,8 +220,10 @@ impl Session {
         if self.phase != Phase::Live {
             return;
         }
-        for (i, p) in self.state.pending.iter_mut().enumerate() {
-            if p.kind == PendingKind::Delete && i > 0 {
+        // Nothing but deletions before this item (acknowledged ones have left the queue).
+        let mut clear = true;
+        for p in &mut self.state.pending {
+            if p.kind == PendingKind::Delete && !clear {
                 break; // only once everything before it is acknowledged
             }
             if p.sent_as.is_none() {
@@ -243,8 +246,11 @@ impl Session {
                     PendingKind::Delete => ClientMessage::Delete { id, doc },
                 });
             }
-            if p.kind != PendingKind::Change {
-                break; // a barrier: what follows waits for its acknowledgement
+            match p.kind {
+                // What follows waits for its acknowledgement.
+                PendingKind::Generation => break,
+                PendingKind::Change => clear = false,
+                PendingKind::Delete => {}
             }
         }
     }
@@ -601,13 +607,17 @@ mod tests {
         ack(&mut s, 2, new.clone(), 1);
         assert!(s.outgoing().is_empty());
         ack(&mut s, 1, other.clone(), 1);
-        assert_eq!(ids(&s.outgoing()), vec![("delete", 3, old.clone())]);
+        // Then it goes, and what follows it does not wait for it.
+        assert_eq!(
+            ids(&s.outgoing()),
+            vec![("delete", 3, old.clone()), ("push", 4, new.clone())]
+        );
+        ack(&mut s, 4, new.clone(), 2);
+        assert_eq!(s.pending(), 1);
         s.receive(ServerMessage::Deleted {
             id: 3,
             doc: old.clone(),
         });
-        assert_eq!(ids(&s.outgoing()), vec![("push", 4, new.clone())]);
-        ack(&mut s, 4, new.clone(), 2);
         assert_eq!(s.pending(), 0);
         assert!(s.caught_up(), "the retired document's head does not count");
         // Its entries are ignored from now on.

@@ -316,19 +316,9 @@ pub fn journal(store: &dyn Store) -> Vec<JournalEntry> {
 /// its current state), and its raw bytes; `None` if the bytes do not load as a complete
 /// document (then nothing can be ruled out).
 pub fn history_strings(bytes: &[u8]) -> Option<Vec<String>> {
-    let mut doc = automerge::AutoCommit::new();
-    if doc.load_incremental(bytes).is_err() || !doc.get_missing_deps(&[]).is_empty() {
-        return None;
-    }
-    let mut out = vec![String::from_utf8_lossy(bytes).into_owned()];
-    for c in doc.get_changes(&[]) {
-        for op in c.decode().operations {
-            if let Some(automerge::ScalarValue::Str(s)) = op.primitive_value() {
-                out.push(s.to_string());
-            }
-        }
-    }
-    Some(out)
+    let mut all = nexus_sync::doc::history_strings(bytes).ok()?;
+    all.push(String::from_utf8_lossy(bytes).into_owned());
+    Some(all)
 }
 
 /// Whether [`history_strings`] of `bytes` hold `needle` (or cannot rule it out).
@@ -339,10 +329,8 @@ pub fn history_holds(bytes: &[u8], needle: &str) -> bool {
 /// What each document a device keeps in its sync state (read back from the store) ever held:
 /// its name (or id, if unnamed) and [`history_strings`].
 pub fn device_histories(store: &dyn Store) -> Vec<(String, Option<Vec<String>>)> {
-    let mut replica =
-        nexus_sync::replica::Replica::load(store, automerge::ActorId::random()).unwrap();
-    replica
-        .documents()
+    nexus_sync::replica::Replica::kept(store)
+        .unwrap()
         .into_iter()
         .map(|(id, name, bytes)| {
             (
