@@ -168,6 +168,13 @@ fn round(client: &mut SyncClient, store: &dyn nexus_app::Store) -> Result<Report
                 client.pending()
             )))
         }
+        Err(NetError::Refused(why)) if why.contains("Unauthorized") || why.contains("NotFound") => {
+            Err(CliError::Sync(format!(
+                "the sync server refused: {why}. If your space was deleted there (`nexus \
+                 forget-me` or `nexus sync delete-remote` on another device), `nexus sync \
+                 disable` stops syncing here; your data stays on this device"
+            )))
+        }
         Err(e) => Err(e.into()),
     }
 }

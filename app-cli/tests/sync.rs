@@ -464,9 +464,11 @@ fn forgetting_reaches_every_copy_and_forget_me_deletes_the_space() {
         &code,
     );
     assert_eq!(status, 401);
-    // B keeps its data but can no longer sync with the deleted space.
+    // B keeps its data but can no longer sync with the deleted space, and is told why.
     let out = run(&b, &["sync", "now"]);
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nexus sync disable"), "{err}");
     let list = json(&ok(run(&b, &["companion", "list", "--json"])));
     assert_eq!(list[0]["name"], "Mira");
 }
