@@ -343,9 +343,16 @@ pub fn delete_space_before_forgetting(
         }
     };
     match net::delete_space(&target.server, &target.space, target.token(), ROUND_TIMEOUT) {
-        Ok(_) => {
+        Ok(true) => {
             println!(
                 "Deleted the sync server's copy of your space ({}).",
+                target.server
+            );
+            Ok(None)
+        }
+        Ok(false) => {
+            println!(
+                "The sync server ({}) keeps nothing of your space (it was deleted already).",
                 target.server
             );
             Ok(None)
