@@ -416,6 +416,7 @@ pub fn companion(config: &NativeConfig, cmd: CompanionCmd) -> Result<(), CliErro
             }
             let c = app.delete_companion(&c.id.to_string())?;
             println!("Deleted {}.", c.name);
+            crate::sync::after_forgetting(&config.data_dir);
         }
         CompanionCmd::Use { name } => {
             let c = app.find_companion(&name)?;

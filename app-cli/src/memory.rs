@@ -261,13 +261,17 @@ pub fn run(config: &NativeConfig, cmd: MemoryCmd) -> Result<(), CliError> {
             drop(app);
             if json {
                 let views: Vec<_> = gone.iter().map(|m| MemoryView::new(m, None)).collect();
-                return print_json(&views);
+                print_json(&views)?;
+            } else {
+                if gone.is_empty() {
+                    println!("Nothing to forget.");
+                }
+                for m in &gone {
+                    println!("Forgot {}: {}", short_id(m), m.text);
+                }
             }
-            if gone.is_empty() {
-                println!("Nothing to forget.");
-            }
-            for m in &gone {
-                println!("Forgot {}: {}", short_id(m), m.text);
+            if !gone.is_empty() {
+                crate::sync::after_forgetting(&config.data_dir);
             }
         }
     }

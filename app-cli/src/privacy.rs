@@ -116,10 +116,24 @@ pub fn forget_me(config: &NativeConfig, args: ForgetMeArgs) -> Result<(), CliErr
             return Ok(());
         }
     }
+    // The server's copy first: wiping the device also wipes the key to it.
+    let remote_left = crate::sync::delete_space_before_forgetting(&config.data_dir)?;
     native::forget_everything(&config.data_dir)?;
     println!(
         "Everything is deleted: the database was overwritten and removed from {}.",
         config.data_dir.display()
     );
+    if let Some((target, why)) = remote_left {
+        // Only what the deletion needs is kept (the server, the space id and its token; no
+        // data and no key to it), so that `nexus sync delete-remote` can finish it.
+        let store = native::open_store(&config.data_dir)?;
+        target.keep(&store)?;
+        return Err(CliError::Sync(format!(
+            "the sync server's (encrypted) copy of your space could not be deleted: {why}. \
+             This device kept only what deleting it needs (the server address, the space id and \
+             its access token; none of your data). Run `nexus sync delete-remote` when the \
+             server is reachable."
+        )));
+    }
     Ok(())
 }

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use nexus_app::native::{self, NativeConfig};
 use nexus_emotion::biometrics::{self, DEFAULT_WINDOW_MS, HrSample, HrSeries};
 use nexus_sync::net::{self, NetError, Report};
-use nexus_sync::{PairingCode, ShareClient, SyncClient, SyncError};
+use nexus_sync::{PairingCode, RemoteDeletion, ShareClient, SyncClient, SyncError};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -20,6 +20,8 @@ use crate::error::CliError;
 pub(crate) const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between background rounds while chatting.
 const BACKGROUND_EVERY: Duration = Duration::from_secs(15);
+/// How long the round after forgetting something may take.
+const FORGET_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Subcommand)]
 pub enum SyncCmd {
@@ -49,7 +51,15 @@ pub enum SyncCmd {
         json: bool,
     },
     /// Turn sync off on this device (your data stays).
-    Disable,
+    Disable {
+        /// Also delete the server's (encrypted) copy of your space; your other devices then
+        /// stop syncing, and keep their data.
+        #[arg(long)]
+        delete_remote: bool,
+    },
+    /// Delete the server's (encrypted) copy of your space and turn sync off here, or finish a
+    /// deletion that `nexus forget-me` could not do because the server was unreachable.
+    DeleteRemote,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +324,13 @@ fn round(client: &mut SyncClient, store: &dyn nexus_app::Store) -> Result<Report
                 client.pending()
             )))
         }
+        Err(NetError::Refused(why)) if why.contains("Unauthorized") || why.contains("NotFound") => {
+            Err(CliError::Sync(format!(
+                "the sync server refused: {why}. If your space was deleted there (`nexus \
+                 forget-me` or `nexus sync delete-remote` on another device), `nexus sync \
+                 disable` stops syncing here; your data stays on this device"
+            )))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -367,6 +384,24 @@ pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
             }
         }
         SyncCmd::Status { json } => {
+            if SyncClient::open(&store)?.is_none()
+                && let Some(pending) = RemoteDeletion::pending(&store)?
+            {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"enabled": false, "remote_deletion_pending": {
+                            "server": pending.server, "space": pending.space.to_string()}})
+                    );
+                } else {
+                    println!(
+                        "Sync is off. The server's copy of space {} on {} is not deleted yet: \
+                         run `nexus sync delete-remote`.",
+                        pending.space, pending.server
+                    );
+                }
+                return Ok(());
+            }
             let client = open_client(&store)?;
             let status = client.status();
             if json {
@@ -394,11 +429,148 @@ pub fn sync(config: &NativeConfig, cmd: SyncCmd) -> Result<(), CliError> {
             }
             Ok(())
         }
-        SyncCmd::Disable => {
+        SyncCmd::Disable {
+            delete_remote: false,
+        } => {
             SyncClient::disable(&store)?;
             println!("Sync is off on this device; your data stays here.");
             Ok(())
         }
+        SyncCmd::Disable {
+            delete_remote: true,
+        } => {
+            open_client(&store)?;
+            delete_remote(&store)
+        }
+        SyncCmd::DeleteRemote => delete_remote(&store),
+    }
+}
+
+/// Deletes the server's copy of this device's space and turns sync off, or finishes a
+/// deletion that could not be done before.
+fn delete_remote(store: &dyn nexus_app::Store) -> Result<(), CliError> {
+    let (target, enabled) = match SyncClient::open(store)? {
+        Some(client) => (RemoteDeletion::of(&client), true),
+        None => match RemoteDeletion::pending(store)? {
+            Some(pending) => (pending, false),
+            None => {
+                return Err(CliError::Usage(
+                    "nothing to delete: sync is not enabled on this device and no deletion of \
+                     a server copy is pending"
+                        .into(),
+                ));
+            }
+        },
+    };
+    let existed = net::delete_space(
+        &target.server,
+        target.tls_ca.as_deref(),
+        &target.space,
+        target.token(),
+        ROUND_TIMEOUT,
+    )
+    .map_err(|e| {
+        CliError::Sync(format!(
+            "{e}; the server's copy of space {} is not deleted (nothing changed here): try \
+                 again when the server is reachable",
+            target.space
+        ))
+    })?;
+    if enabled {
+        SyncClient::disable(store)?;
+    }
+    RemoteDeletion::done(store)?;
+    if existed {
+        println!(
+            "Deleted space {} with everything in it from {}.",
+            target.space, target.server
+        );
+    } else {
+        println!(
+            "{} keeps nothing of space {} (it was deleted already).",
+            target.server, target.space
+        );
+    }
+    if enabled {
+        println!(
+            "Sync is off on this device; your data stays here. Your other devices can no longer \
+             sync with that space (their data stays on them)."
+        );
+    }
+    Ok(())
+}
+
+/// Deletes the server's copy of the space before `nexus forget-me` wipes the device. Returns
+/// what could not be deleted (the server unreachable or refusing), to keep and retry; `None`
+/// when sync was off or the deletion worked.
+pub fn delete_space_before_forgetting(
+    data_dir: &Path,
+) -> Result<Option<(RemoteDeletion, String)>, CliError> {
+    if !data_dir.join(native::DATABASE_FILE).exists() {
+        return Ok(None);
+    }
+    let store = native::open_store(data_dir)?;
+    let target = match SyncClient::open(&store) {
+        Ok(Some(client)) => RemoteDeletion::of(&client),
+        Ok(None) => match RemoteDeletion::pending(&store) {
+            Ok(Some(pending)) => pending,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                eprintln!("warning: {e}");
+                return Ok(None);
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "warning: the sync settings cannot be read ({e}); the server copy is not deleted"
+            );
+            return Ok(None);
+        }
+    };
+    match net::delete_space(
+        &target.server,
+        target.tls_ca.as_deref(),
+        &target.space,
+        target.token(),
+        ROUND_TIMEOUT,
+    ) {
+        Ok(true) => {
+            println!(
+                "Deleted the sync server's copy of your space ({}).",
+                target.server
+            );
+            Ok(None)
+        }
+        Ok(false) => {
+            println!(
+                "The sync server ({}) keeps nothing of your space (it was deleted already).",
+                target.server
+            );
+            Ok(None)
+        }
+        Err(e) => Ok(Some((target, e.to_string()))),
+    }
+}
+
+/// After something was forgotten (a memory, a companion): if sync is on, the documents that
+/// held it start over right away, so this device keeps no history of it, and a short round
+/// tells the server (which deletes its copy) and the other devices. Notes go to stderr.
+pub fn after_forgetting(data_dir: &Path) {
+    let Ok(store) = native::open_store(data_dir) else {
+        return;
+    };
+    let Ok(Some(mut client)) = SyncClient::open(&store) else {
+        return;
+    };
+    if let Err(e) = client.sync_local(&store).and_then(|_| client.save(&store)) {
+        eprintln!("warning: sync: {e}");
+        return;
+    }
+    match net::sync_once(&mut client, &store, FORGET_TIMEOUT) {
+        Ok(_) => eprintln!("Forgotten on the sync server and for your other devices too."),
+        Err(e) => eprintln!(
+            "note: the sync server was not reached ({e}); its copy is erased at the next sync"
+        ),
     }
 }
 

@@ -712,3 +712,320 @@ fn two_devices_sync_over_https_with_a_private_ca() {
         "{err}"
     );
 }
+
+/// An archive holding Mira with two memories, one of them naming `secret`, made with the
+/// CLI itself (no models needed): a companion exported from a scratch directory, with the
+/// memories added to its JSON.
+fn archive_with_memories(tmp: &Path, secret: &str) -> std::path::PathBuf {
+    let scratch = tmp.join("scratch");
+    ok(run(
+        &scratch,
+        &["companion", "create", "Mira", "--personality", "warm"],
+    ));
+    let file = tmp.join("archive.json");
+    let path = file.to_str().expect("utf-8");
+    ok(run(&scratch, &["export", "-o", path]));
+    let mut archive: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+    let companion = &mut archive["companions"][0];
+    let id = companion["companion"]["id"].clone();
+    let memory = |n: u8, text: &str| {
+        serde_json::json!({
+            "id": format!("01900000-0000-7000-8000-0000000000{n:02}"),
+            "companion_id": id, "text": text, "kind": "fact", "subject": "user",
+            "importance": 0.7, "pinned": false, "embedding": [0.1, -0.2, 0.3],
+            "source_message_ids": [], "created_at": 1_700_000_000_000_i64 + i64::from(n),
+            "updated_at": 1_700_000_000_000_i64 + i64::from(n), "last_used_at": null,
+            "superseded_by": null
+        })
+    };
+    companion["memories"] = serde_json::json!([
+        memory(1, &format!("The user's {secret} plan.")),
+        memory(2, "The user has a cat."),
+    ]);
+    std::fs::write(&file, serde_json::to_vec(&archive).expect("json")).expect("write");
+    file
+}
+
+/// Everything the sync server keeps of the space of `code` (read from its database), each
+/// entry decrypted with the key of the code: (document, history strings or `None` if they
+/// cannot be read completely, raw blobs).
+type Kept = (String, Option<Vec<String>>, Vec<Vec<u8>>);
+
+fn server_keeps(dir: &Path, code: &str) -> Vec<Kept> {
+    use nexus_sync_server::Storage as _;
+    let code = nexus_sync::PairingCode::parse(code).expect("code");
+    let keys = nexus_sync::SpaceKeys::derive(&code.space, &code.secret, code.epoch);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let storage = SqliteStorage::open(dir).expect("server storage");
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for doc in storage.heads(&code.space).await.expect("heads").into_keys() {
+            let page = storage
+                .entries(&code.space, &doc, 0, 100_000, usize::MAX)
+                .await
+                .expect("entries");
+            let mut plain = Vec::new();
+            for e in &page.entries {
+                plain.extend(keys.open(&doc, e.kind, &e.blob).expect("decrypt"));
+            }
+            let history = nexus_sync::doc::history_strings(&plain).ok();
+            out.push((
+                doc.to_string(),
+                history,
+                page.entries.into_iter().map(|e| e.blob.0).collect(),
+            ));
+        }
+        out
+    })
+}
+
+/// What a data directory's sync state keeps, every document's whole history.
+fn device_keeps(dir: &Path) -> Vec<Option<Vec<String>>> {
+    let store = nexus_app::native::open_store(dir).expect("store");
+    nexus_sync::replica::Replica::kept(&store)
+        .expect("sync state")
+        .into_iter()
+        .map(|(_, _, bytes)| nexus_sync::doc::history_strings(&bytes).ok())
+        .collect()
+}
+
+fn holds(history: &Option<Vec<String>>, needle: &str) -> bool {
+    history
+        .as_ref()
+        .is_none_or(|h| h.iter().any(|s| s.contains(needle)))
+}
+
+/// 32-byte pieces of a blob, one every 997 bytes (its random nonce makes each unique).
+fn pieces(blob: &[u8]) -> Vec<Vec<u8>> {
+    (0..blob.len().saturating_sub(32).max(1))
+        .step_by(997)
+        .map(|i| blob[i..(i + 32).min(blob.len())].to_vec())
+        .collect()
+}
+
+fn on_disk(dir: &Path, piece: &[u8]) -> bool {
+    files(dir)
+        .iter()
+        .any(|(_, bytes)| bytes.windows(piece.len()).any(|w| w == piece))
+}
+
+#[test]
+fn forgetting_reaches_every_copy_and_forget_me_deletes_the_space() {
+    const SECRET: &str = "Zanzibarite";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server_dir = tmp.path().join("server");
+    let url = start_server(&server_dir);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let archive = archive_with_memories(tmp.path(), SECRET);
+    ok(run(
+        &a,
+        &["import-archive", archive.to_str().expect("utf-8")],
+    ));
+    std::fs::remove_file(&archive).expect("remove the archive");
+    ok(run(&a, &["sync", "enable", "--server", &url]));
+    let code = json(&ok(run(&a, &["device", "pair", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    ok(run(&b, &["device", "join", &code]));
+    let list = json(&ok(run(&b, &["memory", "list", "--json"])));
+    assert_eq!(list.as_array().expect("list").len(), 2, "{list}");
+    // Before: in both data directories, both devices' documents and on the server.
+    for dir in [&a, &b] {
+        assert!(files(dir).iter().any(|(_, f)| contains(f, SECRET)));
+        assert!(device_keeps(dir).iter().any(|h| holds(h, SECRET)));
+    }
+    let before = server_keeps(&server_dir, &code);
+    assert!(before.iter().any(|(_, h, _)| holds(h, SECRET)));
+
+    // Forgotten on A: the command itself starts the companion's document over and syncs.
+    let id = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|m| m["text"].as_str().is_some_and(|t| t.contains(SECRET)))
+        .expect("the secret memory")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let out = run(&a, &["memory", "forget", &id[id.len() - 8..]]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ok(out).contains("Forgot"));
+    assert!(err.contains("sync server"), "{err}");
+    ok(run(&b, &["sync", "now"]));
+    ok(run(&a, &["sync", "now"]));
+    let list = json(&ok(run(&b, &["memory", "list", "--all", "--json"])));
+    assert_eq!(list.as_array().expect("list").len(), 1, "{list}");
+
+    // After: in no file of either data directory (databases and logs), in no document
+    // generation kept on either device or on the server (decrypted, history included), and
+    // the server's files hold none of the blobs that held it.
+    for dir in [&a, &b] {
+        let left: Vec<_> = files(dir)
+            .into_iter()
+            .filter(|(_, f)| contains(f, SECRET))
+            .map(|(p, _)| p)
+            .collect();
+        assert!(left.is_empty(), "the forgotten word is in {left:?}");
+        assert!(!device_keeps(dir).iter().any(|h| holds(h, SECRET)));
+    }
+    let after = server_keeps(&server_dir, &code);
+    assert!(!after.iter().any(|(_, h, _)| holds(h, SECRET)));
+    for (doc, history, blobs) in &before {
+        if holds(history, SECRET) {
+            assert!(
+                after.iter().all(|(d, _, _)| d != doc),
+                "the old generation is deleted"
+            );
+            for blob in blobs {
+                for piece in pieces(blob) {
+                    assert!(
+                        !on_disk(&server_dir, &piece),
+                        "an old blob is on the server's disk"
+                    );
+                }
+            }
+        }
+    }
+
+    // Forget-me on A deletes the space on the server first.
+    let all_blobs: Vec<Vec<u8>> = after.into_iter().flat_map(|(_, _, b)| b).collect();
+    assert!(!all_blobs.is_empty());
+    let out = ok(run(&a, &["forget-me", "--yes"]));
+    assert!(out.contains("sync server's copy"), "{out}");
+    assert!(server_keeps(&server_dir, &code).is_empty());
+    for blob in &all_blobs {
+        for piece in pieces(blob) {
+            assert!(
+                !on_disk(&server_dir, &piece),
+                "a blob of the deleted space is on disk"
+            );
+        }
+    }
+    let addr = url.trim_start_matches("http://");
+    let (status, _) = raw_http(
+        addr,
+        "GET",
+        &format!("/v1/spaces/{}/docs", space_of(&code)),
+        &code,
+    );
+    assert_eq!(status, 401);
+    // B keeps its data but can no longer sync with the deleted space, and is told why.
+    let out = run(&b, &["sync", "now"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nexus sync disable"), "{err}");
+    let list = json(&ok(run(&b, &["companion", "list", "--json"])));
+    assert_eq!(list[0]["name"], "Mira");
+}
+
+fn space_of(code: &str) -> String {
+    nexus_sync::PairingCode::parse(code)
+        .expect("code")
+        .space
+        .to_string()
+}
+
+/// A request with the space token of `code`; returns the status and body.
+fn raw_http(addr: &str, method: &str, path: &str, code: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let code = nexus_sync::PairingCode::parse(code).expect("code");
+    let keys = nexus_sync::SpaceKeys::derive(&code.space, &code.secret, code.epoch);
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+        keys.token().expose()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn forget_me_without_the_server_keeps_only_what_deleting_its_copy_needs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server_dir = tmp.path().join("server");
+    let (addr, stop, handle) = start_stoppable(&server_dir, "127.0.0.1:0".parse().expect("addr"));
+    let url = format!("http://{addr}");
+    let a = tmp.path().join("a");
+    ok(run(
+        &a,
+        &[
+            "companion",
+            "create",
+            "Mira",
+            "--description",
+            "Quetzalcoatl",
+        ],
+    ));
+    ok(run(&a, &["sync", "enable", "--server", &url]));
+    let code = json(&ok(run(&a, &["device", "pair", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    assert!(!server_keeps(&server_dir, &code).is_empty());
+
+    stop.send(()).expect("stop");
+    handle.join().expect("server thread");
+    let out = run(&a, &["forget-me", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "the server copy is not deleted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nexus sync delete-remote"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Everything is deleted"));
+    // Nothing of the user's is left, and no key to the server's copy.
+    let left: Vec<_> = files(&a)
+        .into_iter()
+        .filter(|(_, f)| contains(f, "Quetzalcoatl") || contains(f, "Mira"))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(left.is_empty(), "user data left in {left:?}");
+    let status = json(&ok(run(&a, &["sync", "status", "--json"])));
+    assert_eq!(status["enabled"], false, "{status}");
+    assert_eq!(status["remote_deletion_pending"]["space"], space_of(&code));
+    let out = run(&a, &["sync", "delete-remote"]);
+    assert_eq!(out.status.code(), Some(1), "still unreachable");
+
+    let (_addr, _stop, _handle) = start_stoppable(&server_dir, addr);
+    let out = ok(run(&a, &["sync", "delete-remote"]));
+    assert!(out.contains("Deleted space"), "{out}");
+    assert!(server_keeps(&server_dir, &code).is_empty());
+    let out = run(&a, &["sync", "delete-remote"]);
+    assert_eq!(out.status.code(), Some(2), "nothing left to delete");
+}
+
+#[test]
+fn sync_disable_can_delete_the_server_copy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server_dir = tmp.path().join("server");
+    let url = start_server(&server_dir);
+    let a = tmp.path().join("a");
+    ok(run(&a, &["companion", "create", "Mira"]));
+    ok(run(&a, &["sync", "enable", "--server", &url]));
+    let code = json(&ok(run(&a, &["device", "pair", "--json"])))["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    assert!(!server_keeps(&server_dir, &code).is_empty());
+    let out = ok(run(&a, &["sync", "disable", "--delete-remote"]));
+    assert!(
+        out.contains("Deleted space") && out.contains("Sync is off"),
+        "{out}"
+    );
+    assert!(server_keeps(&server_dir, &code).is_empty());
+    let list = json(&ok(run(&a, &["companion", "list", "--json"])));
+    assert_eq!(list[0]["name"], "Mira", "the data stays on the device");
+    let out = run(&a, &["sync", "status"]);
+    assert_eq!(out.status.code(), Some(2), "sync is off");
+}

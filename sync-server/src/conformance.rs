@@ -35,6 +35,8 @@ macro_rules! conformance_tests {
             rotating_the_token_revokes_the_old_one,
             rotating_with_kept_grants_deletes_the_others,
             blobs_round_trip_exactly,
+            deleting_a_document_removes_it_and_refuses_writes,
+            deleting_a_space_removes_everything_in_it,
             health_is_ok,
         );
     };
@@ -432,6 +434,113 @@ pub async fn blobs_round_trip_exactly<S: Storage>(s: &S) {
         .expect("entries");
     assert_eq!(p.entries[0].blob.0, blob);
     assert!(p.entries[1].blob.0.is_empty());
+}
+
+/// Deleting a document drops every entry and snapshot, takes it out of the heads and leaves a
+/// tombstone: writes to it are `Gone`, deleting again is fine, other documents are untouched.
+pub async fn deleting_a_document_removes_it_and_refuses_writes<S: Storage>(s: &S) {
+    let a = new_space(s, 1).await;
+    let b = new_space(s, 2).await;
+    let (d, other) = (doc(1), doc(2));
+    for _ in 0..3 {
+        s.append(&a, &d, b"secret").await.expect("append");
+    }
+    s.snapshot(&a, &d, 2, b"snapshot").await.expect("snapshot");
+    s.append(&a, &other, b"kept").await.expect("append");
+    s.append(&b, &d, b"other space").await.expect("append");
+
+    assert!(
+        s.delete_doc(&a, &d).await.expect("delete"),
+        "it had entries"
+    );
+    assert!(all(s, &a, &d, 0).await.is_empty(), "no entry is left");
+    let heads = s.heads(&a).await.expect("heads");
+    assert_eq!(heads.keys().collect::<Vec<_>>(), vec![&other]);
+    assert!(matches!(
+        s.append(&a, &d, b"late").await,
+        Err(StorageError::Gone)
+    ));
+    assert!(matches!(
+        s.snapshot(&a, &d, 0, b"late").await,
+        Err(StorageError::Gone)
+    ));
+    assert!(all(s, &a, &d, 0).await.is_empty(), "nothing was written");
+    assert!(!s.delete_doc(&a, &d).await.expect("again"), "idempotent");
+    // An id that never had entries is tombstoned too: a late first write cannot create it.
+    assert!(!s.delete_doc(&a, &doc(3)).await.expect("unknown"));
+    assert!(matches!(
+        s.append(&a, &doc(3), b"x").await,
+        Err(StorageError::Gone)
+    ));
+    assert!(!s.heads(&a).await.expect("heads").contains_key(&doc(3)));
+    // Other documents and spaces carry on.
+    assert_eq!(s.append(&a, &other, b"more").await.expect("append"), 2);
+    assert_eq!(
+        all(s, &b, &d, 0).await.len(),
+        1,
+        "the same id in another space"
+    );
+    assert_eq!(s.append(&b, &d, b"x").await.expect("append"), 2);
+    assert!(matches!(
+        s.delete_doc(&space(9), &d).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+/// Deleting a space deletes its documents, entries, tombstones and grants: its tokens
+/// authenticate nothing, and the id can be registered afresh. Other spaces are untouched.
+pub async fn deleting_a_space_removes_everything_in_it<S: Storage>(s: &S) {
+    let a = new_space(s, 1).await;
+    let b = new_space(s, 2).await;
+    s.append(&a, &doc(1), b"secret").await.expect("append");
+    s.snapshot(&a, &doc(1), 1, b"snapshot").await.expect("snap");
+    s.append(&a, &doc(2), b"secret").await.expect("append");
+    s.delete_doc(&a, &doc(2)).await.expect("tombstone");
+    s.append(&b, &doc(1), b"kept").await.expect("append");
+    s.create_grant(
+        &a,
+        &NewGrant {
+            id: "g1".into(),
+            token_hash: hash(50),
+            docs: vec![doc(1)],
+            access: Access::Read,
+        },
+    )
+    .await
+    .expect("grant");
+
+    s.delete_space(&a).await.expect("delete space");
+    assert_eq!(s.authenticate(&a, &hash(1)).await.expect("auth"), None);
+    assert_eq!(s.authenticate(&a, &hash(50)).await.expect("auth"), None);
+    assert!(s.heads(&a).await.expect("heads").is_empty());
+    assert!(all(s, &a, &doc(1), 0).await.is_empty());
+    assert!(matches!(
+        s.delete_space(&a).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(s.append(&a, &doc(3), b"late").await.is_err(), "no space");
+    assert!(
+        all(s, &a, &doc(3), 0).await.is_empty(),
+        "nothing was written"
+    );
+    assert!(matches!(
+        s.delete_doc(&a, &doc(1)).await,
+        Err(StorageError::NotFound)
+    ));
+
+    assert_eq!(all(s, &b, &doc(1), 0).await.len(), 1, "other spaces stay");
+    assert_eq!(
+        s.authenticate(&b, &hash(2)).await.expect("auth"),
+        Some(Principal::Owner)
+    );
+    // Registered again (a new device of a new user would pick a new random id; this is the
+    // storage's behaviour): nothing of the old space comes back, tombstones included.
+    assert_eq!(
+        s.create_space(&a, &hash(3)).await.expect("create"),
+        Created::Created
+    );
+    assert!(s.heads(&a).await.expect("heads").is_empty());
+    assert_eq!(s.append(&a, &doc(2), b"new").await.expect("append"), 1);
 }
 
 /// A working database is healthy.

@@ -28,6 +28,8 @@ pub enum Event {
     },
     /// Tokens or grants changed: re-check the session's token.
     AuthChanged,
+    /// The space was deleted: its sessions end.
+    SpaceDeleted,
     /// Events may have been lost: re-read heads.
     Resync,
 }

@@ -27,6 +27,10 @@
 //!   [`nexus_sync_protocol::token_hash`] and never logged; blobs are never logged.
 //! * Deleting a grant or rotating the space token closes the sessions that used it, on every
 //!   server process sharing the database.
+//! * Deleting (space token only): a document's entries go and its id stays as a tombstone, so
+//!   a device that was offline cannot write it back (`gone`); a deleted space takes everything
+//!   of it along and its sessions end, on every process. With SQLite the deleted bytes leave
+//!   the files too (`secure_delete`, then a truncating checkpoint before the answer).
 
 pub mod conformance;
 pub mod hub;

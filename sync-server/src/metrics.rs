@@ -11,7 +11,7 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-const CODES: [ErrorCode; 9] = [
+const CODES: [ErrorCode; 10] = [
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
     ErrorCode::NotFound,
@@ -19,6 +19,7 @@ const CODES: [ErrorCode; 9] = [
     ErrorCode::TooLarge,
     ErrorCode::RateLimited,
     ErrorCode::BadRequest,
+    ErrorCode::Gone,
     ErrorCode::Unavailable,
     ErrorCode::Internal,
 ];
@@ -46,7 +47,11 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     /// TLS handshakes that failed or timed out (with `--tls-cert`).
     pub tls_failures: AtomicU64,
-    errors: [AtomicU64; 9],
+    /// Documents deleted (forgetting on a device).
+    pub docs_deleted: AtomicU64,
+    /// Spaces deleted.
+    pub spaces_deleted: AtomicU64,
+    errors: [AtomicU64; 10],
     latency_buckets: [AtomicU64; 14],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -124,6 +129,16 @@ impl Metrics {
             "TLS handshakes that failed or timed out.",
             self.tls_failures.load(Relaxed),
         );
+        counter(
+            "nexus_sync_docs_deleted_total",
+            "Documents deleted.",
+            self.docs_deleted.load(Relaxed),
+        );
+        counter(
+            "nexus_sync_spaces_deleted_total",
+            "Spaces deleted.",
+            self.spaces_deleted.load(Relaxed),
+        );
         let _ = writeln!(
             s,
             "# HELP nexus_sync_connections Open WebSocket sessions.\n\
@@ -176,10 +191,14 @@ mod tests {
         let m = Metrics::default();
         m.pushes.fetch_add(3, Relaxed);
         m.error(ErrorCode::RateLimited);
+        m.error(ErrorCode::Gone);
+        m.docs_deleted.fetch_add(2, Relaxed);
         m.relay(Duration::from_millis(3));
         let text = m.render();
         assert!(text.contains("nexus_sync_pushes_total 3\n"), "{text}");
         assert!(text.contains("nexus_sync_errors_total{code=\"rate_limited\"} 1\n"));
+        assert!(text.contains("nexus_sync_errors_total{code=\"gone\"} 1\n"));
+        assert!(text.contains("nexus_sync_docs_deleted_total 2\n"), "{text}");
         assert!(text.contains("nexus_sync_relay_latency_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("nexus_sync_relay_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
         assert!(text.contains("nexus_sync_relay_latency_seconds_count 1\n"));

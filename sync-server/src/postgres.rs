@@ -12,6 +12,14 @@
 //!   listener reconnects and asks every session to resync (notifications may be lost).
 //! * A small fixed set of connections (`--pg-connections`), each behind a mutex, reconnecting
 //!   when broken; no TLS (run it next to the database or through a TLS tunnel).
+//! * **Deleting.** A deleted document keeps its `sync_docs` row as a tombstone (`deleted`):
+//!   the row lock orders a deletion against concurrent appends, which then find the tombstone
+//!   and write nothing. Documents reference their space (a foreign key, checked only when a
+//!   document row is created), so an append racing with the deletion of its space fails
+//!   instead of leaving rows behind. PostgreSQL keeps deleted rows as dead tuples until
+//!   (auto)vacuum reuses their space, and in its WAL, base backups and replicas as long as the
+//!   operator keeps those: the blobs are ciphertext whose key never reaches the server, but an
+//!   operator who must also erase the ciphertext physically runs `VACUUM` and rotates backups.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,6 +69,13 @@ CREATE TABLE IF NOT EXISTS sync_entries (
     blob BYTEA NOT NULL,
     PRIMARY KEY (space, doc, seq)
 );
+ALTER TABLE sync_docs ADD COLUMN IF NOT EXISTS deleted BOOLEAN NOT NULL DEFAULT false;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'sync_docs_space_fkey') THEN
+        ALTER TABLE sync_docs ADD CONSTRAINT sync_docs_space_fkey
+            FOREIGN KEY (space) REFERENCES sync_spaces (space) NOT VALID;
+    END IF;
+END $$;
 ";
 
 fn unavailable(e: impl std::fmt::Display) -> StorageError {
@@ -104,9 +119,11 @@ struct AppendReq {
 /// The append statement: one implicit transaction when run alone, one of a batch otherwise.
 /// The row lock on sync_docs orders concurrent appends to a document, and the NOTIFY goes out
 /// with the commit.
+/// A deleted document (a tombstone row) returns no row: nothing is written.
 const APPEND: &str = "WITH d AS (
         INSERT INTO sync_docs (space, doc, head) VALUES ($1, $2, 1)
         ON CONFLICT (space, doc) DO UPDATE SET head = sync_docs.head + 1
+        WHERE NOT sync_docs.deleted
         RETURNING head
     ), e AS (
         INSERT INTO sync_entries (space, doc, seq, kind, covers, blob)
@@ -188,7 +205,7 @@ async fn continue_with(
         let rows = futures_util::future::try_join_all(batch.iter().zip(&prefixes).map(
             |(r, prefix)| async move {
                 let blob: &[u8] = &r.blob;
-                txr.query_one(stmt, &[&r.space, &r.doc, &blob, prefix, &CHANNEL])
+                txr.query_opt(stmt, &[&r.space, &r.doc, &blob, prefix, &CHANNEL])
                     .await
             },
         ))
@@ -201,7 +218,10 @@ async fn continue_with(
     match result {
         Ok(rows) => {
             for (r, row) in batch.into_iter().zip(rows) {
-                let _ = r.reply.send(Ok(row.get::<_, i64>(0) as u64));
+                let _ = r.reply.send(
+                    row.map(|row| row.get::<_, i64>(0) as u64)
+                        .ok_or(StorageError::Gone),
+                );
             }
         }
         Err(e) => {
@@ -361,8 +381,8 @@ async fn listen(
     }
 }
 
-/// `"{origin} e {space} {doc} {seq}"` or `"{origin} a {space}"`; own notifications are
-/// skipped.
+/// `"{origin} e {space} {doc} {seq}"`, `"{origin} a {space}"` (tokens or grants changed) or
+/// `"{origin} d {space}"` (space deleted); own notifications are skipped.
 fn parse_payload(payload: &str, origin: &str) -> Option<RemoteEvent> {
     let mut parts = payload.split(' ');
     if parts.next()? == origin {
@@ -375,6 +395,9 @@ fn parse_payload(payload: &str, origin: &str) -> Option<RemoteEvent> {
             seq: parts.next()?.parse().ok()?,
         }),
         "a" => Some(RemoteEvent::AuthChanged {
+            space: parts.next()?.parse().ok()?,
+        }),
+        "d" => Some(RemoteEvent::SpaceDeleted {
             space: parts.next()?.parse().ok()?,
         }),
         _ => None,
@@ -473,12 +496,16 @@ impl Storage for PgStorage {
         .map_err(pg)?;
         let row = tx
             .query_one(
-                "SELECT head, snap_covers FROM sync_docs WHERE space = $1 AND doc = $2 FOR UPDATE",
+                "SELECT head, snap_covers, deleted FROM sync_docs
+                 WHERE space = $1 AND doc = $2 FOR UPDATE",
                 &[&s, &d],
             )
             .await
             .map_err(pg)?;
         let (head, snap) = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
+        if row.get::<_, bool>(2) {
+            return Err(StorageError::Gone);
+        }
         check_snapshot(covers, head, snap)?;
         let seq = (head + 1) as i64;
         let covers = covers as i64;
@@ -508,6 +535,58 @@ impl Storage for PgStorage {
             .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(seq as u64)
+    }
+
+    async fn delete_doc(&self, space: &SpaceId, doc: &DocId) -> Result<bool> {
+        let mut g = self.conn().await?;
+        let c = client(&mut g)?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let (s, d) = (space.as_str(), doc.as_str());
+        tx.query_opt("SELECT 1 FROM sync_spaces WHERE space = $1", &[&s])
+            .await
+            .map_err(pg)?
+            .ok_or(StorageError::NotFound)?;
+        // The tombstone first: its row lock makes concurrent appends wait, and then find it.
+        tx.execute(
+            "INSERT INTO sync_docs (space, doc, head, deleted) VALUES ($1, $2, 0, true)
+             ON CONFLICT (space, doc) DO UPDATE SET deleted = true",
+            &[&s, &d],
+        )
+        .await
+        .map_err(pg)?;
+        let n = tx
+            .execute(
+                "DELETE FROM sync_entries WHERE space = $1 AND doc = $2",
+                &[&s, &d],
+            )
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(n > 0)
+    }
+
+    async fn delete_space(&self, space: &SpaceId) -> Result<()> {
+        let mut g = self.conn().await?;
+        let c = client(&mut g)?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let s = space.as_str();
+        tx.query_opt(
+            "SELECT 1 FROM sync_spaces WHERE space = $1 FOR UPDATE",
+            &[&s],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or(StorageError::NotFound)?;
+        for table in ["sync_entries", "sync_docs", "sync_grants", "sync_spaces"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE space = $1"), &[&s])
+                .await
+                .map_err(pg)?;
+        }
+        let payload = format!("{} d {space}", self.origin);
+        tx.execute("SELECT pg_notify($1, $2)::text", &[&CHANNEL, &payload])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)
     }
 
     async fn entries(
@@ -548,7 +627,7 @@ impl Storage for PgStorage {
         let c = client(&mut g)?;
         let rows = c
             .query(
-                "SELECT doc, head FROM sync_docs WHERE space = $1 AND head > 0",
+                "SELECT doc, head FROM sync_docs WHERE space = $1 AND head > 0 AND NOT deleted",
                 &[&space.as_str()],
             )
             .await
@@ -708,7 +787,15 @@ mod tests {
         assert_eq!(parse_payload(&p, "other"), None);
         assert_eq!(
             parse_payload(&format!("x a {space}"), "me"),
-            Some(RemoteEvent::AuthChanged { space })
+            Some(RemoteEvent::AuthChanged {
+                space: space.clone()
+            })
+        );
+        assert_eq!(
+            parse_payload(&format!("x d {space}"), "me"),
+            Some(RemoteEvent::SpaceDeleted {
+                space: space.clone()
+            })
         );
         assert_eq!(parse_payload("x e nonsense", "me"), None);
     }

@@ -123,6 +123,27 @@ impl<S: Storage> App<S> {
         );
         Ok(seq)
     }
+
+    /// Deletes a document and its entries (space token only; rate limited like a write).
+    pub(crate) async fn delete_doc(
+        &self,
+        space: &SpaceId,
+        principal: &Principal,
+        hash: &str,
+        doc: &DocId,
+    ) -> Result<(), ApiError> {
+        owner_only(principal)?;
+        if !self.tokens.allow(&self.limits, hash, 0) {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many writes for this token; retry later",
+            ));
+        }
+        let had = self.storage.delete_doc(space, doc).await?;
+        self.metrics.docs_deleted.fetch_add(1, Relaxed);
+        tracing::info!(%space, %doc, had_entries = had, "document deleted");
+        Ok(())
+    }
 }
 
 /// A failed request: protocol error code and message.
@@ -154,6 +175,7 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound => ErrorCode::NotFound,
             StorageError::Conflict(_) => ErrorCode::Conflict,
             StorageError::Invalid(_) => ErrorCode::BadRequest,
+            StorageError::Gone => ErrorCode::Gone,
             StorageError::Unavailable(_) => {
                 tracing::error!(error = %e, "storage failed");
                 ErrorCode::Unavailable
@@ -199,7 +221,9 @@ pub fn router<S: Storage>(app: Arc<App<S>>) -> Router {
     Router::new()
         .route(routes::WS, get(ws::<S>))
         .route(routes::SPACES, post(create_space::<S>))
+        .route("/v1/spaces/{space}", delete(delete_space::<S>))
         .route("/v1/spaces/{space}/docs", get(list_docs::<S>))
+        .route("/v1/spaces/{space}/docs/{doc}", delete(delete_doc::<S>))
         .route("/v1/spaces/{space}/docs/{doc}/entries", get(entries::<S>))
         .route(
             "/v1/spaces/{space}/docs/{doc}/changes",
@@ -300,6 +324,9 @@ where
                     RemoteEvent::AuthChanged { space } => {
                         app.hub.publish(&space, Event::AuthChanged)
                     }
+                    RemoteEvent::SpaceDeleted { space } => {
+                        app.hub.publish(&space, Event::SpaceDeleted)
+                    }
                     RemoteEvent::Resync => app.hub.publish_all(Event::Resync),
                 }
             }
@@ -346,7 +373,7 @@ async fn auth<S: Storage>(
     }
 }
 
-fn owner_only(p: &Principal) -> Result<(), ApiError> {
+pub(crate) fn owner_only(p: &Principal) -> Result<(), ApiError> {
     match p {
         Principal::Owner => Ok(()),
         Principal::Grant { .. } => Err(ApiError::new(
@@ -416,6 +443,41 @@ async fn create_space<S: Storage>(
             Created::Existed => StatusCode::OK,
         };
         Ok(json(status, &req))
+    }
+    .await;
+    finish(&app, r)
+}
+
+async fn delete_space<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let space = parse_space(&space)?;
+        let (p, _) = auth(&app, &headers, &space).await?;
+        owner_only(&p)?;
+        app.storage.delete_space(&space).await?;
+        app.metrics.spaces_deleted.fetch_add(1, Relaxed);
+        tracing::info!(%space, "space deleted");
+        app.hub.publish(&space, Event::SpaceDeleted);
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    finish(&app, r)
+}
+
+async fn delete_doc<S: Storage>(
+    State(app): State<Arc<App<S>>>,
+    Path((space, doc)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let space = parse_space(&space)?;
+        let doc = parse_doc(&doc)?;
+        let (p, hash) = auth(&app, &headers, &space).await?;
+        app.delete_doc(&space, &p, &hash, &doc).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;
     finish(&app, r)

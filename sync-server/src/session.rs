@@ -205,6 +205,13 @@ impl<S: Storage> Session<S> {
                                 self.flush_pending().await?;
                                 self.recheck().await?
                             }
+                            Ok(Event::SpaceDeleted) => {
+                                self.flush_pending().await?;
+                                tracing::info!(space = %self.space, "session closed: space deleted");
+                                return self
+                                    .close(ApiError::new(ErrorCode::NotFound, "the space was deleted"))
+                                    .await;
+                            }
                             Ok(Event::Resync) | Err(RecvError::Lagged(_)) => {
                                 self.flush_pending().await?;
                                 self.resync().await?
@@ -278,6 +285,7 @@ impl<S: Storage> Session<S> {
         let id = match &msg {
             ClientMessage::Push { id, .. }
             | ClientMessage::Snapshot { id, .. }
+            | ClientMessage::Delete { id, .. }
             | ClientMessage::Ping { id } => *id,
             ClientMessage::Hello { .. } => {
                 return self
@@ -302,6 +310,20 @@ impl<S: Storage> Session<S> {
         }
         let (doc, covers, blob) = match msg {
             ClientMessage::Ping { id } => return self.send(&ServerMessage::Pong { id }).await,
+            ClientMessage::Delete { doc, .. } => {
+                let app = self.app.clone();
+                return match app
+                    .delete_doc(&self.space, &self.principal, &self.hash, &doc)
+                    .await
+                {
+                    Ok(()) => {
+                        self.delivered.remove(&doc);
+                        self.pending.remove(&doc);
+                        self.send(&ServerMessage::Deleted { id, doc }).await
+                    }
+                    Err(e) => self.error(id, e).await,
+                };
+            }
             ClientMessage::Push { doc, blob, .. } => (doc, None, blob),
             ClientMessage::Snapshot {
                 doc, covers, blob, ..

@@ -10,10 +10,17 @@
 //!   that fails rolls back its savepoint only. Under load this turns N fsyncs into one.
 //! * **Reads** run on `spawn_blocking` with pooled read connections (WAL readers never block
 //!   the writer), so no SQLite call ever runs on the async runtime's threads.
+//! * **Deleting leaves nothing behind.** `secure_delete` is on, so deleted rows and freed pages
+//!   are overwritten with zeros (this also covers the entries a snapshot compacts away), and
+//!   after a batch that deleted a document or a space the writer runs
+//!   `wal_checkpoint(TRUNCATE)`: the log, which still holds the old pages, is copied into the
+//!   main file and truncated to zero bytes. Only the ids of deleted documents stay, as
+//!   tombstones without content.
 
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 
 use nexus_sync_protocol::{Blob, BlobKind, DocId, Entry, SpaceId};
@@ -29,7 +36,7 @@ use crate::storage::{
 pub const MAX_BATCH: usize = 256;
 
 const APPLICATION_ID: i64 = 0x4e58_5353; // "NXSS"
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE spaces (
@@ -50,6 +57,7 @@ CREATE TABLE docs (
     doc TEXT NOT NULL,
     head INTEGER NOT NULL,
     snap_covers INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (space, doc)
 ) WITHOUT ROWID;
 CREATE TABLE entries (
@@ -62,6 +70,9 @@ CREATE TABLE entries (
     PRIMARY KEY (space, doc, seq)
 );
 ";
+
+/// From schema 1: documents can be deleted (tombstones).
+const MIGRATE_1_TO_2: &str = "ALTER TABLE docs ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;";
 
 fn unavailable(e: impl std::fmt::Display) -> StorageError {
     StorageError::Unavailable(e.to_string())
@@ -76,12 +87,17 @@ pub struct SqliteStorage {
     writer: std_mpsc::Sender<(Job, Reply)>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: std::path::PathBuf,
+    /// Set by a deletion: the writer truncates the log after the batch commits.
+    scrub: Arc<AtomicBool>,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Deleted content (forgotten documents, compacted entries) is overwritten with zeros
+    // instead of lingering in free pages.
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(())
 }
 
@@ -94,14 +110,17 @@ impl SqliteStorage {
         configure(&conn).map_err(unavailable)?;
         migrate(&mut conn)?;
         let (tx, rx) = std_mpsc::channel::<(Job, Reply)>();
+        let scrub = Arc::new(AtomicBool::new(false));
+        let flag = scrub.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &flag))
             .map_err(unavailable)?;
         Ok(Self {
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             path,
+            scrub,
         })
     }
 
@@ -180,7 +199,11 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
-    tx.execute_batch(SCHEMA).map_err(unavailable)?;
+    if app == APPLICATION_ID && version == 1 {
+        tx.execute_batch(MIGRATE_1_TO_2).map_err(unavailable)?;
+    } else {
+        tx.execute_batch(SCHEMA).map_err(unavailable)?;
+    }
     tx.pragma_update(None, "application_id", APPLICATION_ID)
         .map_err(unavailable)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -188,7 +211,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(unavailable)
 }
 
-fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<(Job, Reply)>) {
+fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<(Job, Reply)>, scrub: &AtomicBool) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -214,6 +237,9 @@ fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<(Job, Reply)>) {
         })();
         match committed {
             Ok(()) => {
+                if scrub.swap(false, Ordering::Relaxed) {
+                    truncate_log(&conn);
+                }
                 for (reply, out) in replies.into_iter().zip(results) {
                     let _ = reply.send(out);
                 }
@@ -233,14 +259,36 @@ fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<(Job, Reply)>) {
     }
 }
 
-fn head_and_snap(c: &Connection, space: &str, doc: &str) -> rusqlite::Result<(u64, u64)> {
+/// After a deletion: copies the log into the main file and truncates it, so the pages it
+/// still holds (the deleted blobs as they were written) leave the disk. Deletions are
+/// answered after this, so "deleted" means gone from the files too.
+fn truncate_log(conn: &Connection) {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!(
+            "a reader kept the log busy: deleted data stays in it until the next checkpoint"
+        ),
+        Err(e) => tracing::warn!(error = %e, "checkpoint after a deletion failed"),
+    }
+}
+
+/// Head, covers of the stored snapshot and whether the document was deleted.
+fn head_and_snap(c: &Connection, space: &str, doc: &str) -> rusqlite::Result<(u64, u64, bool)> {
     Ok(c.query_row(
-        "SELECT head, snap_covers FROM docs WHERE space = ?1 AND doc = ?2",
+        "SELECT head, snap_covers, deleted FROM docs WHERE space = ?1 AND doc = ?2",
         params![space, doc],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, bool>(2)?,
+            ))
+        },
     )
     .optional()?
-    .unwrap_or((0, 0)))
+    .unwrap_or((0, 0, false)))
 }
 
 fn space_token(c: &Connection, space: &str) -> rusqlite::Result<Option<String>> {
@@ -320,15 +368,20 @@ impl Storage for SqliteStorage {
     async fn append(&self, space: &SpaceId, doc: &DocId, blob: &[u8]) -> Result<u64> {
         let (space, doc, blob) = (space.to_string(), doc.to_string(), blob.to_vec());
         self.write(move |c| {
+            // Only into a space that exists (a session may outlive its deleted space by a
+            // moment), and never into a deleted document.
             let seq: i64 = c
                 .query_row(
-                    "INSERT INTO docs (space, doc, head) VALUES (?1, ?2, 1)
-                     ON CONFLICT (space, doc) DO UPDATE SET head = head + 1
+                    "INSERT INTO docs (space, doc, head)
+                     SELECT ?1, ?2, 1 WHERE EXISTS (SELECT 1 FROM spaces WHERE space = ?1)
+                     ON CONFLICT (space, doc) DO UPDATE SET head = head + 1 WHERE deleted = 0
                      RETURNING head",
                     params![space, doc],
                     |r| r.get(0),
                 )
-                .map_err(unavailable)?;
+                .optional()
+                .map_err(unavailable)?
+                .ok_or(StorageError::Gone)?;
             c.execute(
                 "INSERT INTO entries (space, doc, seq, kind, covers, blob)
                  VALUES (?1, ?2, ?3, 0, NULL, ?4)",
@@ -349,7 +402,10 @@ impl Storage for SqliteStorage {
     ) -> Result<u64> {
         let (space, doc, blob) = (space.to_string(), doc.to_string(), blob.to_vec());
         self.write(move |c| {
-            let (head, snap) = head_and_snap(c, &space, &doc).map_err(unavailable)?;
+            let (head, snap, deleted) = head_and_snap(c, &space, &doc).map_err(unavailable)?;
+            if deleted || space_token(c, &space).map_err(unavailable)?.is_none() {
+                return Err(StorageError::Gone);
+            }
             check_snapshot(covers, head, snap)?;
             let seq = head + 1;
             c.execute(
@@ -371,6 +427,50 @@ impl Storage for SqliteStorage {
             )
             .map_err(unavailable)?;
             Ok(seq)
+        })
+        .await
+    }
+
+    async fn delete_doc(&self, space: &SpaceId, doc: &DocId) -> Result<bool> {
+        let (space, doc) = (space.to_string(), doc.to_string());
+        let scrub = self.scrub.clone();
+        self.write(move |c| {
+            if space_token(c, &space).map_err(unavailable)?.is_none() {
+                return Err(StorageError::NotFound);
+            }
+            let n = c
+                .execute(
+                    "DELETE FROM entries WHERE space = ?1 AND doc = ?2",
+                    params![space, doc],
+                )
+                .map_err(unavailable)?;
+            c.execute(
+                "INSERT INTO docs (space, doc, head, deleted) VALUES (?1, ?2, 0, 1)
+                 ON CONFLICT (space, doc) DO UPDATE SET deleted = 1",
+                params![space, doc],
+            )
+            .map_err(unavailable)?;
+            if n > 0 {
+                scrub.store(true, Ordering::Relaxed);
+            }
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_space(&self, space: &SpaceId) -> Result<()> {
+        let space = space.to_string();
+        let scrub = self.scrub.clone();
+        self.write(move |c| {
+            if space_token(c, &space).map_err(unavailable)?.is_none() {
+                return Err(StorageError::NotFound);
+            }
+            for table in ["entries", "docs", "grants", "spaces"] {
+                c.execute(&format!("DELETE FROM {table} WHERE space = ?1"), [&space])
+                    .map_err(unavailable)?;
+            }
+            scrub.store(true, Ordering::Relaxed);
+            Ok(())
         })
         .await
     }
@@ -418,7 +518,7 @@ impl Storage for SqliteStorage {
         let space = space.to_string();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT doc, head FROM docs WHERE space = ?1")
+                .prepare_cached("SELECT doc, head FROM docs WHERE space = ?1 AND deleted = 0")
                 .map_err(unavailable)?;
             let rows = stmt
                 .query_map([space], |r| {

@@ -27,6 +27,9 @@ pub enum StorageError {
     /// The request is invalid (a snapshot covering entries that do not exist).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The document was deleted: it cannot be written again.
+    #[error("the document was deleted")]
+    Gone,
     /// The database failed or is unreachable; nothing was written.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -120,6 +123,11 @@ pub enum RemoteEvent {
         /// Space.
         space: SpaceId,
     },
+    /// The space was deleted: its sessions end.
+    SpaceDeleted {
+        /// Space.
+        space: SpaceId,
+    },
     /// Notifications may have been missed (the listener reconnected): every session
     /// re-reads its heads.
     Resync,
@@ -132,6 +140,10 @@ pub enum RemoteEvent {
 /// (it gets the next sequence number); storing it deletes the entries it covers and older
 /// snapshots, so "the entries after `since`" is always complete: when `since` is older than
 /// the snapshot, the snapshot stands in for the deleted entries.
+///
+/// Deleting ([`delete_doc`](Storage::delete_doc), [`delete_space`](Storage::delete_space)) is
+/// forgetting: what is deleted must not survive in the database's files where the backend can
+/// prevent it (SQLite: `secure_delete` and a truncating checkpoint; see each backend).
 pub trait Storage: Send + Sync + 'static {
     /// Registers a space with the hash of its token.
     fn create_space(
@@ -148,7 +160,8 @@ pub trait Storage: Send + Sync + 'static {
         token_hash: &str,
     ) -> impl Future<Output = Result<Option<Principal>>> + Send;
 
-    /// Appends a change; returns its sequence number once committed.
+    /// Appends a change; returns its sequence number once committed. `Gone` when the document
+    /// was deleted.
     fn append(
         &self,
         space: &SpaceId,
@@ -158,7 +171,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores a snapshot covering sequence numbers up to `covers` and drops what it covers
     /// (compaction). `Invalid` when `covers` is beyond the head, `Conflict` when a stored
-    /// snapshot covers more.
+    /// snapshot covers more, `Gone` when the document was deleted.
     fn snapshot(
         &self,
         space: &SpaceId,
@@ -166,6 +179,18 @@ pub trait Storage: Send + Sync + 'static {
         covers: u64,
         blob: &[u8],
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Deletes every entry of a document and leaves its id as a tombstone: later appends and
+    /// snapshots fail with [`StorageError::Gone`] and it is no longer in the
+    /// [`heads`](Storage::heads). Idempotent: returns whether the document had any entry (an
+    /// unknown id is tombstoned too).
+    fn delete_doc(&self, space: &SpaceId, doc: &DocId)
+    -> impl Future<Output = Result<bool>> + Send;
+
+    /// Deletes a space with everything in it: entries, documents and their tombstones, grants
+    /// and the space itself (its token then authenticates nothing). `NotFound` when there is no
+    /// such space.
+    fn delete_space(&self, space: &SpaceId) -> impl Future<Output = Result<()>> + Send;
 
     /// Entries after `since`, at most `limit` of them and, beyond the first, at most about
     /// `max_bytes` of blobs.

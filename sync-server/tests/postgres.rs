@@ -1,6 +1,7 @@
 //! Two server processes on one PostgreSQL relay each other's writes (LISTEN/NOTIFY), assign
-//! distinct sequence numbers under concurrent pushes, and close each other's revoked
-//! sessions. Skipped loudly when PostgreSQL is not installed (CI installs it).
+//! distinct sequence numbers under concurrent pushes, close each other's revoked sessions
+//! and respect each other's deletions. Skipped loudly when PostgreSQL is not installed (CI
+//! installs it).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -108,6 +109,42 @@ async fn two_servers_on_one_database_relay_each_others_changes() {
     }
     let (s, body) = http(two.addr, "GET", routes::HEALTH, None, None).await;
     assert_eq!((s, body.as_str()), (200, r#"{"status":"ok"}"#));
+
+    // A document deleted through one server cannot be written through the other.
+    let (s, _) = http(one.addr, "DELETE", &routes::doc(&sp, &d), Some(&tk), None).await;
+    assert_eq!(s, 204);
+    b.push(999, &d, b"late").await;
+    loop {
+        match b.recv().await.unwrap() {
+            ServerMessage::Error {
+                id: Some(999),
+                code,
+                ..
+            } => {
+                assert_eq!(code, ErrorCode::Gone);
+                break;
+            }
+            ServerMessage::Ack { id: 999, .. } => panic!("a deleted document was written"),
+            _ => {}
+        }
+    }
+    // Deleting the space through one server closes its sessions on the other.
+    let (s, _) = http(one.addr, "DELETE", &routes::space(&sp), Some(&tk), None).await;
+    assert_eq!(s, 204);
+    for ws in [&mut a, &mut b] {
+        loop {
+            match ws.recv().await {
+                Some(ServerMessage::Error { id: None, code, .. }) => {
+                    assert_eq!(code, ErrorCode::NotFound);
+                    break;
+                }
+                Some(ServerMessage::Entries { .. } | ServerMessage::Ack { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let (s, _) = http(two.addr, "GET", &routes::docs(&sp), Some(&tk), None).await;
+    assert_eq!(s, 401);
     drop((one, two));
     drop(cluster);
 }

@@ -679,3 +679,221 @@ async fn connections_over_the_limit_are_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The next answer to request `id` (entries in between are skipped).
+async fn answer(ws: &mut Ws, id: u64) -> ServerMessage {
+    loop {
+        match ws.recv().await.expect("open") {
+            m @ (ServerMessage::Ack { id: got, .. }
+            | ServerMessage::Deleted { id: got, .. }
+            | ServerMessage::Error { id: Some(got), .. })
+                if got == id =>
+            {
+                return m;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_documents_are_gone_for_everyone_and_cannot_come_back() {
+    let (srv, _dir) = start_sqlite(generous()).await;
+    let (sp, tk, d, other) = (space(1), token(1), doc(1), doc(2));
+    create_space(srv.addr, &sp, &tk).await;
+    let mut a = Ws::connect(srv.addr, &sp, &tk).await;
+    let mut b = Ws::connect(srv.addr, &sp, &tk).await;
+    a.push_acked(1, &d, b"old generation").await;
+    a.push_acked(2, &other, b"another document").await;
+    b.entries_until(&d, 1).await;
+
+    // A grant token may not delete.
+    let friend = token(20);
+    grant(
+        srv.addr,
+        &sp,
+        &tk,
+        &friend,
+        vec![d.clone()],
+        Access::ReadWrite,
+    )
+    .await;
+    let (s, body) = http(
+        srv.addr,
+        "DELETE",
+        &routes::doc(&sp, &d),
+        Some(&friend),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    let mut f = Ws::connect(srv.addr, &sp, &friend).await;
+    f.send(&ClientMessage::Delete {
+        id: 5,
+        doc: d.clone(),
+    })
+    .await;
+    match answer(&mut f, 5).await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::Forbidden),
+        other => panic!("{other:?}"),
+    }
+
+    // Over the WebSocket: answered once committed.
+    a.send(&ClientMessage::Delete {
+        id: 3,
+        doc: d.clone(),
+    })
+    .await;
+    assert_eq!(
+        answer(&mut a, 3).await,
+        ServerMessage::Deleted {
+            id: 3,
+            doc: d.clone()
+        }
+    );
+    // A device that missed it (offline, with an unsent change) cannot write it back.
+    b.push(9, &d, b"late change").await;
+    match answer(&mut b, 9).await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::Gone),
+        other => panic!("{other:?}"),
+    }
+    b.send(&ClientMessage::Snapshot {
+        id: 10,
+        doc: d.clone(),
+        covers: 0,
+        blob: Blob(b"late snapshot".to_vec()),
+    })
+    .await;
+    match answer(&mut b, 10).await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::Gone),
+        other => panic!("{other:?}"),
+    }
+    let (s, body) = http(
+        srv.addr,
+        "POST",
+        &routes::changes(&sp, &d),
+        Some(&tk),
+        Some(
+            serde_json::to_string(&http::PushChange {
+                blob: Blob(b"x".to_vec()),
+            })
+            .unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(s, 410, "{body}");
+    assert_eq!(
+        serde_json::from_str::<ErrorBody>(&body).unwrap().code,
+        ErrorCode::Gone
+    );
+    // Nothing of it is listed or served, to old cursors or new devices.
+    let (s, body) = http(srv.addr, "GET", &routes::docs(&sp), Some(&tk), None).await;
+    assert_eq!(s, 200);
+    let list: http::DocList = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.heads.keys().collect::<Vec<_>>(), vec![&other]);
+    let (s, body) = http(srv.addr, "GET", &routes::entries(&sp, &d), Some(&tk), None).await;
+    assert_eq!(s, 200);
+    assert!(
+        serde_json::from_str::<http::EntriesPage>(&body)
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    let (mut c, welcome) = Ws::hello(srv.addr, &sp, &tk, BTreeMap::from([(d.clone(), 0)])).await;
+    let ServerMessage::Welcome { heads, .. } = welcome else {
+        panic!("{welcome:?}")
+    };
+    assert!(!heads.contains_key(&d));
+    c.entries_until(&other, 1).await;
+    assert_eq!(c.quiet(300).await, None, "nothing of the deleted document");
+
+    // Over HTTP: idempotent, 204.
+    let (s, _) = http(srv.addr, "DELETE", &routes::doc(&sp, &d), Some(&tk), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = http(
+        srv.addr,
+        "DELETE",
+        &routes::doc(&sp, &other),
+        Some(&tk),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, body) = http(
+        srv.addr,
+        "DELETE",
+        &routes::doc(&sp, &other),
+        Some(&token(9)),
+        None,
+    )
+    .await;
+    assert_eq!(s, 401, "{body}");
+    let (_, metrics) = http(srv.addr, "GET", routes::METRICS, None, None).await;
+    assert!(
+        metrics.contains("nexus_sync_docs_deleted_total 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nexus_sync_errors_total{code=\"gone\"} 3\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_space_closes_its_sessions_and_forgets_its_token() {
+    let (srv, _dir) = start_sqlite(generous()).await;
+    let (sp, tk, d) = (space(1), token(1), doc(1));
+    create_space(srv.addr, &sp, &tk).await;
+    create_space(srv.addr, &space(2), &token(2)).await;
+    let mut a = Ws::connect(srv.addr, &sp, &tk).await;
+    let mut neighbour = Ws::connect(srv.addr, &space(2), &token(2)).await;
+    a.push_acked(1, &d, b"secret").await;
+    neighbour.push_acked(1, &d, b"kept").await;
+    let friend = token(20);
+    grant(srv.addr, &sp, &tk, &friend, vec![d.clone()], Access::Read).await;
+    let (s, body) = http(srv.addr, "DELETE", &routes::space(&sp), Some(&friend), None).await;
+    assert_eq!(s, 403, "a grant may not: {body}");
+
+    let (s, body) = http(srv.addr, "DELETE", &routes::space(&sp), Some(&tk), None).await;
+    assert_eq!(s, 204, "{body}");
+    loop {
+        match a.recv().await {
+            Some(ServerMessage::Error {
+                id: None,
+                code,
+                message,
+            }) => {
+                assert_eq!(code, ErrorCode::NotFound);
+                assert!(message.contains("deleted"), "{message}");
+                break;
+            }
+            Some(ServerMessage::Entries { .. } | ServerMessage::Ack { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(a.recv().await.is_none(), "closed");
+    for t in [&tk, &friend] {
+        let (s, _) = http(srv.addr, "GET", &routes::docs(&sp), Some(t), None).await;
+        assert_eq!(s, 401);
+        let (_, welcome) = Ws::hello(srv.addr, &sp, t, BTreeMap::new()).await;
+        assert!(
+            matches!(
+                welcome,
+                ServerMessage::Error {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                }
+            ),
+            "{welcome:?}"
+        );
+    }
+    let (s, _) = http(srv.addr, "DELETE", &routes::space(&sp), Some(&tk), None).await;
+    assert_eq!(s, 401, "already gone");
+    // Other spaces carry on.
+    assert_eq!(neighbour.push_acked(2, &d, b"more").await, 2);
+    let (_, metrics) = http(srv.addr, "GET", routes::METRICS, None, None).await;
+    assert!(
+        metrics.contains("nexus_sync_spaces_deleted_total 1\n"),
+        "{metrics}"
+    );
+}

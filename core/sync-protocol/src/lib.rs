@@ -27,6 +27,22 @@
 //! WebSocket at [`routes::WS`] carrying one JSON [`ClientMessage`] / [`ServerMessage`] per text
 //! frame, the first client frame being [`ClientMessage::Hello`] (browsers cannot set headers
 //! on WebSockets). The same operations exist over HTTP (see [`routes`]) for simple clients.
+//!
+//! ## Deleting
+//! Forgetting must reach the server too, so the space token (never a grant token: `forbidden`)
+//! may delete:
+//! * **a document**: [`ClientMessage::Delete`] on the WebSocket (answered by
+//!   [`ServerMessage::Deleted`] once committed; devices send it in the same ordered queue as
+//!   their pushes, so "upload the new generation, then delete the old one" needs no second
+//!   channel), or `DELETE` [`routes::doc`] over HTTP (204). Every entry and snapshot of the
+//!   document is deleted. The id stays behind as a tombstone without content: a later push or
+//!   snapshot to it is refused with [`ErrorCode::Gone`] (HTTP 410), so a device that was
+//!   offline cannot bring the document back, and it no longer appears in the heads. Deleting
+//!   is idempotent: deleting a deleted or unknown document succeeds (and tombstones it).
+//! * **the whole space**: `DELETE` [`routes::space`] over HTTP (204): its documents, entries,
+//!   tombstones, grants and the space itself. Sessions of the space are closed with
+//!   [`ErrorCode::NotFound`]; afterwards its token is `unauthorized` like any unknown one.
+//!   (HTTP only: it ends every session of the space, the caller's included.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -220,7 +236,7 @@ pub fn token_hash(token: &Token) -> String {
 }
 
 /// Encrypted bytes; base64 (standard, padded) in JSON.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Blob(pub Vec<u8>);
 
 impl fmt::Debug for Blob {
@@ -355,6 +371,14 @@ pub enum ClientMessage {
         /// The encrypted snapshot.
         blob: Blob,
     },
+    /// Deletes a document with all its entries (space token only); answered by
+    /// [`ServerMessage::Deleted`] once committed. Later writes to it are [`ErrorCode::Gone`].
+    Delete {
+        /// Chosen by the device, echoed in the answer or error.
+        id: u64,
+        /// The document.
+        doc: DocId,
+    },
     /// Keep-alive; answered by [`ServerMessage::Pong`].
     Ping {
         /// Echoed.
@@ -394,6 +418,13 @@ pub enum ServerMessage {
         /// Its sequence number.
         seq: u64,
     },
+    /// A [`ClientMessage::Delete`] is committed: the document and its entries are gone.
+    Deleted {
+        /// The device's request id.
+        id: u64,
+        /// The document.
+        doc: DocId,
+    },
     /// A request failed (`id` set) or the session ends (`id` empty, the server then closes).
     Error {
         /// The failed request, if any.
@@ -430,6 +461,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Malformed request or unsupported protocol version (HTTP 400).
     BadRequest,
+    /// The document was deleted; it cannot be written again (HTTP 410).
+    Gone,
     /// Storage is unavailable; nothing was written (HTTP 503).
     Unavailable,
     /// A bug (HTTP 500).
@@ -447,6 +480,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::BadRequest => 400,
+            ErrorCode::Gone => 410,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -555,6 +589,16 @@ pub mod routes {
     pub const HEALTH: &str = "/health";
     /// Prometheus text format.
     pub const METRICS: &str = "/metrics";
+
+    /// `DELETE` (space token only): deletes the space and everything in it.
+    pub fn space(space: &super::SpaceId) -> String {
+        format!("/v1/spaces/{space}")
+    }
+
+    /// `DELETE` (space token only): deletes a document and its entries.
+    pub fn doc(space: &super::SpaceId, doc: &super::DocId) -> String {
+        format!("/v1/spaces/{space}/docs/{doc}")
+    }
 
     /// `GET`: [`super::http::DocList`].
     pub fn docs(space: &super::SpaceId) -> String {
@@ -687,6 +731,22 @@ mod tests {
         let frame = entries.to_frame();
         assert!(frame.contains(r#""blob":"AAEC/w==""#), "{frame}");
         assert_eq!(ServerMessage::parse(&frame).expect("parse"), entries);
+
+        let delete = ClientMessage::Delete {
+            id: 9,
+            doc: DocId::from_bytes([1; 16]),
+        };
+        let frame = delete.to_frame();
+        assert!(frame.starts_with(r#"{"type":"delete","id":9"#), "{frame}");
+        assert_eq!(ClientMessage::parse(&frame).expect("parse"), delete);
+        let deleted = ServerMessage::Deleted {
+            id: 9,
+            doc: DocId::from_bytes([1; 16]),
+        };
+        assert_eq!(
+            ServerMessage::parse(&deleted.to_frame()).expect("parse"),
+            deleted
+        );
     }
 
     #[test]
@@ -718,6 +778,7 @@ mod tests {
     fn error_codes_map_to_http_statuses() {
         assert_eq!(ErrorCode::Unauthorized.http_status(), 401);
         assert_eq!(ErrorCode::RateLimited.http_status(), 429);
+        assert_eq!(ErrorCode::Gone.http_status(), 410);
         let body = serde_json::to_string(&ErrorBody {
             code: ErrorCode::TooLarge,
             message: "x".into(),

@@ -439,6 +439,55 @@ fn bench_year() {
             .len(),
         365 * 20
     );
+
+    // Forgetting one memory: the companion's document starts over without its history on this
+    // device, is uploaded as a new generation, and the other device switches to it.
+    let companion_size = |store: &MemoryStore, c: &mut SyncClient| {
+        c.save(store).unwrap();
+        let id = nexus_sync::replica::Replica::kept(store)
+            .unwrap()
+            .into_iter()
+            .find(|(_, name, _)| matches!(name, Some((DocName::Companion(_), _))))
+            .unwrap();
+        id.2.len()
+    };
+    let before = companion_size(&store, &mut client);
+    let forgotten = store.list_memories(mira.id, true).unwrap()[100].id;
+    store.delete_memories(&[forgotten]).unwrap();
+    let t = Instant::now();
+    client.sync_local(&store).unwrap();
+    println!(
+        "| forget one memory: the companion's document starts over (capture, new generation) | {} |",
+        ms(t.elapsed())
+    );
+    let after = companion_size(&store, &mut client);
+    for _ in 0..5 {
+        for m in client.outgoing() {
+            relay.handle(conn, m);
+        }
+        for m in relay.take(conn) {
+            client.handle(&store, m).unwrap();
+        }
+    }
+    assert_eq!(client.pending(), 0);
+    let t = Instant::now();
+    for _ in 0..5 {
+        for m in b.outgoing() {
+            relay.handle(conn_b, m);
+        }
+        for m in relay.take(conn_b) {
+            b.handle(&store_b, m).unwrap();
+        }
+    }
+    println!(
+        "| other device: switch to the new generation (merge, store, drop the old one) | {} |",
+        ms(t.elapsed())
+    );
+    println!(
+        "| the companion's document, saved: with a year of history / the new generation | {} / {} bytes |",
+        before, after
+    );
+    assert_eq!(store_b.list_memories(mira.id, true).unwrap().len(), 364);
     println!();
 }
 

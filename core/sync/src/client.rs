@@ -19,7 +19,7 @@ use crate::crypto::{SpaceKeys, SpaceSecret, random_bytes};
 use crate::device::{DeviceId, DeviceKey, RotationRecord};
 use crate::doc::{DocName, Field, Record};
 use crate::pairing::PairingCode;
-use crate::replica::Replica;
+use crate::replica::{Action, Replica};
 use crate::session::{Event, Phase, Session, SessionState};
 use crate::{Result, SyncError};
 
@@ -260,11 +260,13 @@ impl SyncClient {
         let mut client = Self::build(config, replica, SessionState::default())?;
         client.publish_device(None)?;
         // A new space or a new membership: forget documents of an earlier one (companions
-        // shared with this device by other people stay: they are not this space's).
+        // shared with this device by other people stay: they are not this space's; so does a
+        // deletion of an earlier space's server copy that is still to be done).
         let old: Vec<(String, Option<Vec<u8>>)> = store
             .sync_keys("")?
             .into_iter()
             .filter(|k| !k.starts_with(crate::share::SHARE_STATE_PREFIX))
+            .filter(|k| k != crate::remote::KEY)
             .map(|k| (k, None))
             .collect();
         store.set_sync_values(&old)?;
@@ -333,12 +335,14 @@ impl SyncClient {
     }
 
     /// Turns sync off on this device: deletes the configuration and the documents (the store's
-    /// data stays, and so do companions other people share with this device).
+    /// data stays, and so do companions other people share with this device and a
+    /// [`crate::RemoteDeletion`] still to be done).
     pub fn disable(store: &dyn Store) -> Result<()> {
         let all: Vec<(String, Option<Vec<u8>>)> = store
             .sync_keys("")?
             .into_iter()
             .filter(|k| !k.starts_with(crate::share::SHARE_STATE_PREFIX))
+            .filter(|k| k != crate::remote::KEY)
             .map(|k| (k, None))
             .collect();
         Ok(store.set_sync_values(&all)?)
@@ -415,13 +419,41 @@ impl SyncClient {
 
     /// Captures what changed in the store into the documents and queues the changes (sent
     /// when connected). Returns how many documents changed.
+    ///
+    /// A deletion of something forgotten (a memory, a companion, a conversation) starts a new
+    /// generation of its document: the old one, whose history still holds it, is dropped here
+    /// and deleted on the server once the new one is there (docs/SYNC.md, "Forgetting").
     pub fn sync_local(&mut self, store: &dyn Store) -> Result<usize> {
         let changes = self.replica.capture(store, &self.keys)?;
         let n = changes.len();
         for (doc, bytes) in changes {
             self.push_change(doc, &bytes)?;
         }
+        self.generation_actions()?;
         Ok(n)
+    }
+
+    /// Queues what the replica's generation changes need on the server, in order: uploads of
+    /// new generations, pushes, and retiring (deleting) the old ones.
+    fn generation_actions(&mut self) -> Result<()> {
+        for action in self.replica.take_actions() {
+            match action {
+                Action::Push(doc, bytes) => self.push_change(doc, &bytes)?,
+                Action::Upload(doc, bytes) => {
+                    if bytes.len() + 64 > MAX_SNAPSHOT_BYTES {
+                        self.error(format!(
+                            "document {doc} is too large to upload ({} bytes)",
+                            bytes.len()
+                        ));
+                        continue;
+                    }
+                    let blob = self.keys.seal(&doc, BlobKind::Snapshot, &bytes)?;
+                    self.session.upload(doc, blob);
+                }
+                Action::Retire(doc) => self.session.retire(&doc),
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn push_change(&mut self, doc: DocId, bytes: &[u8]) -> Result<()> {
@@ -487,6 +519,7 @@ impl SyncClient {
             self.learn_epochs();
         }
         self.replica.retry(store)?;
+        self.generation_actions()?;
         for doc in self.session.snapshots_due() {
             if let Some(bytes) = self.replica.snapshot(&doc)
                 && bytes.len() + 64 <= MAX_SNAPSHOT_BYTES
@@ -544,7 +577,7 @@ impl SyncClient {
         name: &DocName,
         bytes: &[u8],
     ) -> Result<()> {
-        let id = self.keys.doc_id(&name.to_string());
+        let id = self.replica.current_id(&self.keys, name);
         let before = self
             .replica
             .document(&self.keys, name)
@@ -563,7 +596,7 @@ impl SyncClient {
             }
             self.push_change(id, &data)?;
         }
-        Ok(())
+        self.generation_actions()
     }
 
     /// Records raw heart-rate samples (time in ms, beats per minute) from a wearable into the

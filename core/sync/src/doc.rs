@@ -11,6 +11,12 @@
 //! hide another device's writes behind a conflicting container. Entities of a collection are
 //! created by one device only (their keys are fresh ids), so their records never conflict.
 //! Fields are last-writer-wins registers; concurrent writes to different fields both survive.
+//!
+//! **Generations.** Automerge keeps history, so forgetting something means starting the
+//! document over: a new *generation* ([`GenName`]) is a fresh document under the name
+//! `<name>#<n>-<nonce>` (a new id for the server), holding the current state, the ids of what
+//! was forgotten ([`FORGOTTEN`], tombstones: ids only, never content) and the ids of the
+//! generations it replaces ([`PREVIOUS`]). See docs/SYNC.md.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +34,15 @@ use crate::{Result, SyncError};
 pub const SCHEMA_VERSION: i64 = 1;
 /// The actor of the skeleton change (the same on every device).
 const SKELETON_ACTOR: &[u8; 16] = b"nexus-skeleton-1";
+
+/// Collection of a generation (n >= 1) document: entity key to `{part}` (the collection it was
+/// in) for every entity forgotten in this or an earlier generation. Ids only.
+pub const FORGOTTEN: &str = "forgotten";
+/// Collection of a generation document: document id (hex) to `{generation}` for every earlier
+/// generation it replaces (devices retire and delete them).
+pub const PREVIOUS: &str = "previous";
+/// The parts every generation after the first has besides its layout.
+pub const GENERATION_PARTS: [&str; 2] = [FORGOTTEN, PREVIOUS];
 
 /// Which document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,6 +89,64 @@ impl FromStr for DocName {
                 _ => Err(bad()),
             },
         }
+    }
+}
+
+/// One generation of a document: the first one is named like the document
+/// (`companion/<uuid>`); later ones `<name>#<n>-<nonce>`, with 16 random hex digits so that two
+/// devices that start a generation at the same time make two documents (never two first
+/// snapshots of one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GenName {
+    /// The document.
+    pub name: DocName,
+    /// 0 for the first generation.
+    pub number: u32,
+    /// The random part (none for generation 0).
+    pub nonce: Option<String>,
+}
+
+impl GenName {
+    /// The first generation of `name`.
+    pub fn first(name: DocName) -> Self {
+        Self {
+            name,
+            number: 0,
+            nonce: None,
+        }
+    }
+}
+
+impl fmt::Display for GenName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.nonce {
+            None => write!(f, "{}", self.name),
+            Some(nonce) => write!(f, "{}#{}-{nonce}", self.name, self.number),
+        }
+    }
+}
+
+impl FromStr for GenName {
+    type Err = SyncError;
+    fn from_str(s: &str) -> Result<Self> {
+        let Some((name, generation)) = s.split_once('#') else {
+            return Ok(Self::first(s.parse()?));
+        };
+        let bad = || SyncError::Schema(format!("unknown document name {s:?}"));
+        let (number, nonce) = generation.split_once('-').ok_or_else(bad)?;
+        let number: u32 = number.parse().map_err(|_| bad())?;
+        let hex = nonce.len() == 16
+            && nonce
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if number == 0 || !hex {
+            return Err(bad());
+        }
+        Ok(Self {
+            name: name.parse()?,
+            number,
+            nonce: Some(nonce.to_owned()),
+        })
     }
 }
 
@@ -223,12 +296,23 @@ impl View {
 
 /// A new document with the skeleton of `name`, continuing with `actor`.
 pub fn new_document(name: &DocName, actor: &ActorId) -> AutoCommit {
+    new_generation_document(&GenName::first(*name), actor)
+}
+
+/// A new document with the skeleton of generation `generation` (for generations after the
+/// first, with the [`GENERATION_PARTS`] too), continuing with `actor`.
+pub fn new_generation_document(generation: &GenName, actor: &ActorId) -> AutoCommit {
     let mut doc = AutoCommit::new().with_actor(ActorId::from(SKELETON_ACTOR));
     let write = |doc: &mut AutoCommit| -> std::result::Result<(), automerge::AutomergeError> {
-        doc.put(ROOT, "name", name.to_string())?;
+        doc.put(ROOT, "name", generation.to_string())?;
         doc.put(ROOT, "schema", SCHEMA_VERSION)?;
-        let layout = name.layout();
-        for part in layout.records.iter().chain(layout.collections) {
+        let layout = generation.name.layout();
+        let extra: &[&str] = if generation.number > 0 {
+            &GENERATION_PARTS
+        } else {
+            &[]
+        };
+        for part in layout.records.iter().chain(layout.collections).chain(extra) {
             doc.put_object(ROOT, *part, ObjType::Map)?;
         }
         Ok(())
@@ -355,8 +439,9 @@ pub fn read_view(doc: &AutoCommit, layout: Layout) -> View {
     read_view_at(doc, layout, None, None)
 }
 
-/// Reads the parts of `layout` at `at` (or now); with `only`, just the touched parts and
-/// entities (records are read whole, and the first record, the document's own, always).
+/// Reads the parts of `layout` (and the [`GENERATION_PARTS`] where present) at `at` (or now);
+/// with `only`, just the touched parts and entities (records are read whole, and the first
+/// record, the document's own, always).
 pub fn read_view_at(doc: &AutoCommit, layout: Layout, at: At<'_>, only: Option<&Touched>) -> View {
     let mut view = View::default();
     for (i, part) in layout.records.iter().enumerate() {
@@ -368,7 +453,7 @@ pub fn read_view_at(doc: &AutoCommit, layout: Layout, at: At<'_>, only: Option<&
                 .insert((*part).to_owned(), read_record_at(doc, &obj, at));
         }
     }
-    for part in layout.collections {
+    for part in layout.collections.iter().chain(&GENERATION_PARTS) {
         let keys = match only.map(|t| t.get(*part)) {
             Some(None) => continue,
             Some(Some(Some(keys))) => Some(keys),
@@ -488,6 +573,53 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// Every string an Automerge document (or a set of its changes) ever held, in its whole
+/// history, not only its current state: an audit of what a device or the server keeps (after
+/// forgetting, none of what was forgotten). Fails when the bytes are not a complete document
+/// (changes whose dependencies are missing cannot be read, so nothing can be ruled out).
+pub fn history_strings(bytes: &[u8]) -> Result<Vec<String>> {
+    let mut doc = AutoCommit::new();
+    doc.load_incremental(bytes).map_err(am)?;
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(SyncError::Automerge(
+            "the changes depend on changes that are not there".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for change in doc.get_changes(&[]) {
+        for op in change.decode().operations {
+            if let Some(ScalarValue::Str(s)) = op.primitive_value() {
+                out.push(s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the document hold `view`: the records of `layout`, and exactly the entities of its
+/// collections and of the [`GENERATION_PARTS`], writing only what differs from `current` (the
+/// document's view now).
+pub fn write_view(w: &mut Writer<'_>, layout: Layout, view: &View, current: &View) -> Result<()> {
+    for part in layout.records {
+        let target = view.record(part);
+        if current.record(part) != target {
+            w.set_record(part, target)?;
+        }
+    }
+    for part in layout.collections.iter().chain(&GENERATION_PARTS) {
+        let (new, old) = (view.collection(part), current.collection(part));
+        for (key, record) in new {
+            if old.get(key) != Some(record) {
+                w.put_entity(part, key, record)?;
+            }
+        }
+        for key in old.keys().filter(|k| !new.contains_key(*k)) {
+            w.delete_entity(part, key)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +638,47 @@ mod tests {
         }
         assert!("companion/nope".parse::<DocName>().is_err());
         assert!("other".parse::<DocName>().is_err());
+    }
+
+    #[test]
+    fn generation_names_round_trip_and_bad_ones_are_refused() {
+        let id = CompanionId::new();
+        let first = GenName::first(DocName::Companion(id));
+        assert_eq!(first.to_string(), format!("companion/{id}"));
+        assert_eq!(first.to_string().parse::<GenName>().expect("parse"), first);
+        let later = GenName {
+            name: DocName::Journal,
+            number: 3,
+            nonce: Some("0123456789abcdef".into()),
+        };
+        assert_eq!(later.to_string(), "journal#3-0123456789abcdef");
+        assert_eq!(later.to_string().parse::<GenName>().expect("parse"), later);
+        for bad in [
+            "journal#0-0123456789abcdef",
+            "journal#1-0123",
+            "journal#1-0123456789ABCDEF",
+            "journal#x-0123456789abcdef",
+            "journal#1",
+            "other#1-0123456789abcdef",
+        ] {
+            assert!(bad.parse::<GenName>().is_err(), "{bad}");
+        }
+        let doc = new_generation_document(&later, &ActorId::random());
+        assert_eq!(
+            declared_name(&doc).as_deref(),
+            Some("journal#3-0123456789abcdef")
+        );
+        let view = read_view(&doc, DocName::Journal.layout());
+        assert!(view.collections.contains_key(FORGOTTEN));
+        assert!(view.collections.contains_key(PREVIOUS));
+        let view = read_view(
+            &new_document(&DocName::Journal, &ActorId::random()),
+            DocName::Journal.layout(),
+        );
+        assert!(
+            !view.collections.contains_key(FORGOTTEN),
+            "not in generation 0"
+        );
     }
 
     #[test]

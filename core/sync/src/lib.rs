@@ -20,6 +20,12 @@
 //! * `net` (feature `native`): a blocking WebSocket transport and `sync_once`, in the clear
 //!   or over TLS (`https://`, `wss://`; rustls, the Mozilla roots and a trusted private CA).
 //! * [`relay`]: an in-memory relay with the server's semantics, for tests without sockets.
+//! * [`remote`]: deleting the server's copy of a space (and remembering to, when offline).
+//!
+//! Forgetting reaches every copy: a deletion that forgets something (a memory, a conversation,
+//! a companion) starts a new *generation* of its document without the history that still
+//! held it, and the old generation is deleted on the server and on every device
+//! ([`replica`], docs/SYNC.md "Forgetting").
 //!
 //! The cycle of a device: [`SyncClient::sync_local`] (store to documents, changes queued),
 //! [`SyncClient::connected`] and [`SyncClient::outgoing`] (Hello, pushes), then each
@@ -38,6 +44,7 @@ pub mod mapping;
 pub mod net;
 pub mod pairing;
 pub mod relay;
+pub mod remote;
 pub mod replica;
 pub mod session;
 pub mod share;
@@ -46,6 +53,7 @@ pub use client::{DeviceInfo, Rotation, Status, SyncClient, SyncConfig};
 pub use crypto::{CryptoError, DocIds, DocKeys, SpaceKeys, SpaceSecret};
 pub use doc::DocName;
 pub use pairing::{PairingCode, PairingError};
+pub use remote::RemoteDeletion;
 pub use share::{ReceivedShare, ShareClient, ShareCode, ShareError, ShareInfo, ShareStatus};
 
 /// What can go wrong in sync.

@@ -12,7 +12,7 @@ use nexus_store::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::doc::{DocName, Field, Record, View, Writer};
+use crate::doc::{DocName, FORGOTTEN, Field, Record, View, Writer};
 use crate::{Result, SyncError};
 
 /// Settings whose key starts with this stay on the device (never synced).
@@ -442,7 +442,19 @@ fn capture_with(
                     w.put_entity("persona_history", &key, &persona_change_record(&change))?;
                 }
             }
-            let memories = store.list_memories(*id, true)?;
+            let mut memories = store.list_memories(*id, true)?;
+            // A memory this document says was forgotten (restored from an old archive, or
+            // left by an interrupted apply) is forgotten again, never written back.
+            let forgotten = current.collection(FORGOTTEN);
+            let back: Vec<MemoryId> = memories
+                .iter()
+                .filter(|m| forgotten.contains_key(&m.id.to_string()))
+                .map(|m| m.id)
+                .collect();
+            if !back.is_empty() {
+                store.delete_memories(&back)?;
+                memories = store.list_memories(*id, true)?;
+            }
             let ids: BTreeSet<String> = memories.iter().map(|m| m.id.to_string()).collect();
             for m in &memories {
                 let key = m.id.to_string();

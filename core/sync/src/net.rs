@@ -1,5 +1,6 @@
-//! A blocking transport for native shells (feature `native`): registers a space over HTTP and
-//! runs sync rounds over the server's WebSocket with `tungstenite`.
+//! A blocking transport for native shells (feature `native`): registers and deletes a space
+//! over HTTP and runs sync rounds over the server's WebSocket with `tungstenite` (deleting old
+//! document generations happens inside a round, on the WebSocket).
 //!
 //! ## Server addresses and TLS
 //! `http://` and `ws://` connect in the clear (loopback, a VPN). `https://` and `wss://` use TLS
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use nexus_store::Store;
 use nexus_sync_protocol::{
-    Access, ErrorCode, MAX_ENTRIES_PER_MESSAGE, ServerMessage, Token, http, routes,
+    Access, ErrorCode, MAX_ENTRIES_PER_MESSAGE, ServerMessage, SpaceId, Token, http, routes,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{WebPkiServerVerifier, verify_server_name};
@@ -77,7 +78,7 @@ pub enum NetError {
     /// The server no longer accepts this device: it was revoked from another device (or the
     /// space was reset), and no key rotation for it was found.
     #[error(
-        "the sync server no longer accepts this device: it was removed from the space on another device. Run `nexus sync disable`, then pair it again if that was a mistake"
+        "the sync server refused this device: it was removed from the space on another device, or the space was deleted there (forget-me). Run `nexus sync disable`; pair it again if that was a mistake"
     )]
     Revoked,
     /// The owner of a shared companion no longer shares it (the server refuses the grant:
@@ -527,6 +528,32 @@ pub fn register_space(client: &SyncClient, timeout: Duration) -> Result<(), NetE
             "this space already exists on the server with another key".into(),
         )),
         _ => Err(refused(status, &text)),
+    }
+}
+
+/// Deletes a space with everything the server keeps of it (`DELETE /v1/spaces/{space}`).
+/// Returns `false` when the server has no such space for this token (deleted already, by
+/// another device or an earlier attempt).
+pub fn delete_space(
+    server: &str,
+    ca: Option<&str>,
+    space: &SpaceId,
+    token: &Token,
+    timeout: Duration,
+) -> Result<bool, NetError> {
+    let (status, body) = http_request(
+        server,
+        ca,
+        "DELETE",
+        &routes::space(space),
+        token,
+        None,
+        timeout,
+    )?;
+    match status {
+        204 | 200 => Ok(true),
+        401 | 404 => Ok(false),
+        _ => Err(refused(status, &body)),
     }
 }
 

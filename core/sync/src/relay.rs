@@ -1,9 +1,11 @@
 //! An in-memory relay with the sync server's semantics, for tests without sockets: spaces with
 //! a token hash, per-document logs with sequence numbers from 1, acknowledgements, fan-out of
 //! new entries to the space's other connections, the Hello backlog (entries after the cursor,
-//! or the latest snapshot and what follows it) and compaction by snapshots.
+//! or the latest snapshot and what follows it), compaction by snapshots, and deletion:
+//! a deleted document leaves a tombstone (writes to it are `gone`), a deleted space ends its
+//! connections.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use nexus_sync_protocol::{
     BlobKind, ClientMessage, DocId, Entry, ErrorCode, MAX_ENTRIES_PER_MESSAGE, PROTOCOL_VERSION,
@@ -18,6 +20,8 @@ struct Space {
     token_hash: String,
     docs: BTreeMap<DocId, Vec<Entry>>,
     heads: BTreeMap<DocId, u64>,
+    /// Deleted documents (tombstones).
+    deleted: BTreeSet<DocId>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +85,37 @@ impl Relay {
             .unwrap_or_default()
     }
 
+    /// The documents of a space that have entries (deleted ones are not among them).
+    pub fn docs(&self, space: &SpaceId) -> Vec<DocId> {
+        self.spaces
+            .get(space)
+            .map(|s| s.docs.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a space is registered.
+    pub fn has_space(&self, space: &SpaceId) -> bool {
+        self.spaces.contains_key(space)
+    }
+
+    /// Deletes a space with everything in it (`DELETE /v1/spaces/{space}`); its connections get
+    /// a `not_found` error and are closed. False if there was no such space.
+    pub fn delete_space(&mut self, space: &SpaceId) -> bool {
+        if self.spaces.remove(space).is_none() {
+            return false;
+        }
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.space.as_ref() == Some(space))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            self.fail(conn, None, ErrorCode::NotFound, "the space was deleted");
+        }
+        true
+    }
+
     /// Stored entries of every document of a space.
     pub fn entry_count(&self, space: &SpaceId) -> usize {
         self.spaces
@@ -136,10 +171,9 @@ impl Relay {
         let Some(space_id) = self.conns.get(&conn).and_then(|c| c.space.clone()) else {
             return 0;
         };
-        let space = self
-            .spaces
-            .get_mut(&space_id)
-            .expect("connected space exists");
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            return 0;
+        };
         let head = space.heads.entry(doc.clone()).or_default();
         *head += 1;
         entry.seq = *head;
@@ -169,6 +203,12 @@ impl Relay {
         seq
     }
 
+    fn is_deleted(&self, space: Option<&SpaceId>, doc: &DocId) -> bool {
+        space
+            .and_then(|s| self.spaces.get(s))
+            .is_some_and(|s| s.deleted.contains(doc))
+    }
+
     /// Handles one message of a connection.
     pub fn handle(&mut self, conn: ConnId, message: ClientMessage) {
         if !self.conns.contains_key(&conn) {
@@ -191,7 +231,12 @@ impl Relay {
                 if s.token_hash != token_hash(&token) {
                     return self.fail(conn, None, ErrorCode::Unauthorized, "wrong token");
                 }
-                let heads = s.heads.clone();
+                let heads: BTreeMap<DocId, u64> = s
+                    .heads
+                    .iter()
+                    .filter(|(d, _)| !s.deleted.contains(*d))
+                    .map(|(d, h)| (d.clone(), *h))
+                    .collect();
                 let mut backlog = Vec::new();
                 for doc in s.docs.keys() {
                     let cursor = cursors.get(doc).copied().unwrap_or(0);
@@ -220,6 +265,18 @@ impl Relay {
             }
             _ if live.is_none() => {
                 self.fail(conn, None, ErrorCode::Unauthorized, "say hello first");
+            }
+            ClientMessage::Push { id, doc, .. } | ClientMessage::Snapshot { id, doc, .. }
+                if self.is_deleted(live.as_ref(), &doc) =>
+            {
+                self.fail(conn, Some(id), ErrorCode::Gone, "the document was deleted");
+            }
+            ClientMessage::Delete { id, doc } => {
+                if let Some(s) = live.as_ref().and_then(|s| self.spaces.get_mut(s)) {
+                    s.docs.remove(&doc);
+                    s.deleted.insert(doc.clone());
+                }
+                self.send(conn, ServerMessage::Deleted { id, doc });
             }
             ClientMessage::Push { id, doc, blob } => {
                 if BlobKind::Change.check(&blob).is_err() {

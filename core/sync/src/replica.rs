@@ -1,14 +1,21 @@
-//! The device's Automerge documents, by document id, and their link to the store.
+//! The device's Automerge documents, by document id, and their link to the store; and their
+//! generations: how forgetting starts a document over without its history, and how devices
+//! move to the newest generation without losing their own edits or bringing back what was
+//! forgotten (docs/SYNC.md, "Forgetting").
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::{ActorId, AutoCommit, ChangeHash};
+use nexus_common::MemoryId;
 use nexus_store::Store;
 use nexus_sync_protocol::DocId;
 
-use crate::crypto::DocIds;
+use crate::crypto::{DocIds, random_bytes};
 use crate::doc::{
-    DocName, Writer, declared_name, new_document, read_keys, read_view, read_view_at, touched,
+    DocName, FORGOTTEN, Field, GENERATION_PARTS, GenName, PREVIOUS, Record, Touched, View, Writer,
+    declared_name, new_document, new_generation_document, read_keys, read_view, read_view_at,
+    touched, write_view,
 };
 use crate::mapping::{apply, capture, store_documents, store_journal};
 use crate::{Result, SyncError};
@@ -19,6 +26,8 @@ const DOC_KEY: &str = "doc/";
 #[derive(Debug)]
 struct Slot {
     name: Option<DocName>,
+    /// Which generation of the document this is (0: the first).
+    generation: u32,
     doc: AutoCommit,
     /// The store holds what the document holds (as of the last capture or apply). Documents
     /// received from another device are not, until their first full apply succeeds; they are
@@ -61,11 +70,30 @@ fn decode_slot(value: &[u8]) -> Option<(bool, Seen, &[u8])> {
     ))
 }
 
+/// A document as [`Replica::documents`] lists it: id, name and generation (if known), bytes.
+pub type Kept = (DocId, Option<(DocName, u32)>, Vec<u8>);
+
+/// What the server must be told after the replica changed generations (the client turns these
+/// into session requests, in this order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Upload this new generation: the whole document, as a snapshot covering nothing.
+    Upload(DocId, Vec<u8>),
+    /// Push these changes (Automerge change chunks) of a document.
+    Push(DocId, Vec<u8>),
+    /// Retire this document (an older generation): forget its cursor and queued changes and
+    /// delete it on the server.
+    Retire(DocId),
+}
+
 /// The documents of one device in one space.
 #[derive(Debug)]
 pub struct Replica {
     actor: ActorId,
     docs: BTreeMap<DocId, Slot>,
+    /// Documents dropped since the last save: their sync state is deleted with the next save.
+    removed: BTreeSet<DocId>,
+    actions: Vec<Action>,
     /// Prefix of the sync state keys of the documents (`doc/`, or a share's own).
     prefix: String,
 }
@@ -96,8 +124,15 @@ impl Replica {
         Self {
             actor,
             docs: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            actions: Vec::new(),
             prefix: prefix.to_owned(),
         }
+    }
+
+    /// What the server must be told since the last call (see [`Action`]).
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
     }
 
     /// The documents saved in the store's sync state.
@@ -119,11 +154,12 @@ impl Replica {
                 .ok_or_else(|| SyncError::Schema(format!("damaged sync state {key:?}")))?;
             let mut doc = AutoCommit::load(bytes).map_err(am)?;
             doc.set_actor(actor.clone());
-            let name = declared_name(&doc).and_then(|n| n.parse().ok());
+            let generation = declared_name(&doc).and_then(|n| n.parse::<GenName>().ok());
             replica.docs.insert(
                 id,
                 Slot {
-                    name,
+                    name: generation.as_ref().map(|g| g.name),
+                    generation: generation.map_or(0, |g| g.number),
                     doc,
                     applied,
                     dirty: false,
@@ -134,9 +170,18 @@ impl Replica {
         Ok(replica)
     }
 
+    /// Every document a device keeps in its store's sync state, history included (an audit of
+    /// what the device holds; see [`crate::doc::history_strings`]).
+    pub fn kept(store: &dyn Store) -> Result<Vec<Kept>> {
+        Ok(Self::load(store, ActorId::random())?.documents())
+    }
+
     /// The sync state values of the documents changed since the last call.
     pub fn dirty_values(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
-        let mut values = Vec::new();
+        let mut values: Vec<(String, Option<Vec<u8>>)> = std::mem::take(&mut self.removed)
+            .into_iter()
+            .map(|id| (format!("{}{id}", self.prefix), None))
+            .collect();
         for (id, slot) in &mut self.docs {
             if slot.dirty {
                 let value = encode_slot(slot.applied, slot.seen, &slot.doc.save());
@@ -162,11 +207,17 @@ impl Replica {
                 .filter(|s| s.applied)
                 .filter_map(|s| s.name),
         );
+        let current = self.current_ids();
         let mut out = Vec::new();
+        let mut forgotten = Vec::new();
         for name in names {
-            let id = keys.doc_id(&name.to_string());
+            let id = current
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| keys.doc_id(&name.to_string()));
             let slot = self.docs.entry(id.clone()).or_insert_with(|| Slot {
                 name: Some(name),
+                generation: 0,
                 doc: AutoCommit::new().with_actor(self.actor.clone()),
                 applied: true,
                 dirty: true,
@@ -216,15 +267,284 @@ impl Replica {
             }
             let changes = slot.doc.get_changes(&before);
             if !changes.is_empty() {
+                slot.dirty = true;
+                if let Some(f) = forgetting(&name, &view, &slot.doc) {
+                    // Something was forgotten: its content is in this document's history,
+                    // so the document starts over (nothing of this capture is pushed).
+                    forgotten.push((id, name, f));
+                    continue;
+                }
                 let mut bytes = Vec::new();
                 for change in &changes {
                     bytes.extend_from_slice(change.raw_bytes());
                 }
-                slot.dirty = true;
                 out.push((id, bytes));
             }
         }
+        for (id, name, f) in forgotten {
+            self.start_over(keys, &id, name, f)?;
+        }
         Ok(out)
+    }
+
+    /// The current generation of each document here: the highest generation, then the lowest
+    /// id (every device picks the same).
+    fn current_ids(&self) -> BTreeMap<DocName, DocId> {
+        let mut best: BTreeMap<DocName, (u32, Reverse<&DocId>)> = BTreeMap::new();
+        for (id, slot) in &self.docs {
+            if let Some(name) = slot.name {
+                let rank = (slot.generation, Reverse(id));
+                if best.get(&name).is_none_or(|b| rank > *b) {
+                    best.insert(name, rank);
+                }
+            }
+        }
+        best.into_iter()
+            .map(|(name, (_, Reverse(id)))| (name, id.clone()))
+            .collect()
+    }
+
+    /// The id of the current generation of `name` (of its first generation if this device has
+    /// none).
+    pub fn current_id(&self, keys: &dyn DocIds, name: &DocName) -> DocId {
+        self.docs
+            .iter()
+            .filter(|(_, s)| s.name.as_ref() == Some(name))
+            .max_by_key(|(id, s)| (s.generation, Reverse(*id)))
+            .map_or_else(|| keys.doc_id(&name.to_string()), |(id, _)| id.clone())
+    }
+
+    /// Starts a new generation of document `id` after this device forgot something in it: a
+    /// fresh document holding its current state (with the capture's deletions), the tombstones
+    /// and the id of the generation it replaces.
+    fn start_over(
+        &mut self,
+        keys: &dyn DocIds,
+        id: &DocId,
+        name: DocName,
+        f: Forgetting,
+    ) -> Result<()> {
+        let Some(slot) = self.docs.get(id) else {
+            return Ok(());
+        };
+        let mut view = read_view(&slot.doc, name.layout());
+        view.collections
+            .entry(FORGOTTEN.to_owned())
+            .or_default()
+            .extend(f.gone);
+        if f.deleted {
+            view = tombstone_only(&name, &view);
+        }
+        view.collections
+            .entry(PREVIOUS.to_owned())
+            .or_default()
+            .insert(id.to_string(), previous_record(slot.generation));
+        let (number, seen) = (slot.generation + 1, slot.seen);
+        tracing::debug!("sync: {name} starts generation {number} (something was forgotten)");
+        self.replace(
+            keys,
+            std::slice::from_ref(id),
+            name,
+            number,
+            &view,
+            seen,
+            true,
+        )
+    }
+
+    /// Replaces documents `old` (generations of `name`) by a new generation `number` holding
+    /// `view`; queues its upload and the retirement of `old`.
+    #[allow(clippy::too_many_arguments)]
+    fn replace(
+        &mut self,
+        keys: &dyn DocIds,
+        old: &[DocId],
+        name: DocName,
+        number: u32,
+        view: &View,
+        seen: Seen,
+        applied: bool,
+    ) -> Result<()> {
+        let nonce: String = random_bytes::<8>()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let generation = GenName {
+            name,
+            number,
+            nonce: Some(nonce),
+        };
+        let id = keys.doc_id(&generation.to_string());
+        let mut doc = new_generation_document(&generation, &self.actor);
+        write_view(
+            &mut Writer::new(&mut doc),
+            name.layout(),
+            view,
+            &View::default(),
+        )?;
+        doc.commit();
+        let bytes = doc.save();
+        for o in old {
+            self.docs.remove(o);
+            self.removed.insert(o.clone());
+        }
+        self.removed.remove(&id);
+        self.docs.insert(
+            id.clone(),
+            Slot {
+                name: Some(name),
+                generation: number,
+                doc,
+                applied,
+                dirty: true,
+                seen,
+            },
+        );
+        self.actions.push(Action::Upload(id, bytes));
+        self.actions.extend(old.iter().cloned().map(Action::Retire));
+        Ok(())
+    }
+
+    /// Several generations of `name` are here (another device started one, possibly at the
+    /// same time as this device): the winner (highest generation, then lowest id) takes in
+    /// what only the others hold (this device's offline edits among them), everything
+    /// forgotten in any of them is forgotten in the store and the winner, and the others are
+    /// retired. If the winner itself holds something forgotten (two devices forgot different
+    /// things at once), the merged state starts yet another generation.
+    fn resolve(&mut self, store: &dyn Store, keys: &dyn DocIds, name: DocName) -> Result<()> {
+        let ids: Vec<DocId> = self
+            .docs
+            .iter()
+            .filter(|(_, s)| s.name == Some(name))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let Some(winner) = ids
+            .iter()
+            .max_by_key(|id| (self.docs[*id].generation, Reverse(*id)))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let current = ids
+            .iter()
+            .filter(|id| self.docs[*id].applied)
+            .max_by_key(|id| (self.docs[*id].generation, Reverse(*id)))
+            .cloned();
+        let layout = name.layout();
+        let views: BTreeMap<DocId, View> = ids
+            .iter()
+            .map(|id| (id.clone(), read_view(&self.docs[id].doc, layout)))
+            .collect();
+        let others: Vec<&View> = ids
+            .iter()
+            .filter(|id| **id != winner)
+            .map(|id| &views[id])
+            .collect();
+        let mut merged = merge_views(&name, &views[&winner], &others);
+        let previous = merged.collections.entry(PREVIOUS.to_owned()).or_default();
+        for id in ids.iter().filter(|id| **id != winner) {
+            previous.insert(id.to_string(), previous_record(self.docs[id].generation));
+        }
+
+        let before = current
+            .as_ref()
+            .map(|c| views[c].clone())
+            .unwrap_or_default();
+        let applied = match apply(store, &name, &before, &merged, current.is_none()) {
+            Ok(()) => {
+                forget_in_store(store, &name, merged.collection(FORGOTTEN))?;
+                true
+            }
+            Err(SyncError::Deferred(why)) => {
+                tracing::debug!("sync: deferred {why}");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+
+        let stale = holds_forgotten(&name, &views[&winner], &merged);
+        let number = self.docs[&winner].generation;
+        tracing::debug!(
+            "sync: {} generations of {name} here; generation {number} wins{}",
+            ids.len(),
+            if stale {
+                " but holds something forgotten: starting over"
+            } else {
+                ""
+            }
+        );
+        if stale {
+            return self.replace(keys, &ids, name, number + 1, &merged, None, applied);
+        }
+        let Some(slot) = self.docs.get_mut(&winner) else {
+            return Ok(());
+        };
+        let heads = slot.doc.get_heads();
+        write_view(
+            &mut Writer::new(&mut slot.doc),
+            layout,
+            &merged,
+            &views[&winner],
+        )?;
+        slot.doc.commit();
+        slot.applied = applied;
+        slot.dirty = true;
+        slot.seen = None;
+        let changes = slot.doc.get_changes(&heads);
+        if !changes.is_empty() {
+            let mut bytes = Vec::new();
+            for change in &changes {
+                bytes.extend_from_slice(change.raw_bytes());
+            }
+            self.actions.push(Action::Push(winner.clone(), bytes));
+        }
+        for id in ids.into_iter().filter(|id| *id != winner) {
+            self.docs.remove(&id);
+            self.removed.insert(id.clone());
+            self.actions.push(Action::Retire(id));
+        }
+        Ok(())
+    }
+
+    /// After document `id` was applied (wholly, or the parts in `only`): what its generation
+    /// parts say takes effect. Forgotten entities leave the store (a device that was offline
+    /// still has them), and the generations it replaces are retired (dropped here if present,
+    /// deleted on the server in case the device that replaced them could not).
+    fn settle_generation(
+        &mut self,
+        store: &dyn Store,
+        id: &DocId,
+        only: Option<&Touched>,
+    ) -> Result<()> {
+        let Some(slot) = self.docs.get(id) else {
+            return Ok(());
+        };
+        let Some(name) = slot.name else {
+            return Ok(());
+        };
+        if slot.generation == 0 {
+            return Ok(());
+        }
+        let wanted = |part: &str| only.is_none_or(|t| t.contains_key(part));
+        if wanted(FORGOTTEN) {
+            let forgotten = read_keys(&slot.doc, FORGOTTEN);
+            forget_in_store(store, &name, forgotten.collection(FORGOTTEN))?;
+        }
+        if wanted(PREVIOUS) {
+            let previous: Vec<DocId> = read_keys(&slot.doc, PREVIOUS)
+                .collection(PREVIOUS)
+                .keys()
+                .filter_map(|k| k.parse().ok())
+                .filter(|p| p != id)
+                .collect();
+            for p in previous {
+                if self.docs.remove(&p).is_some() {
+                    self.removed.insert(p.clone());
+                }
+                self.actions.push(Action::Retire(p));
+            }
+        }
+        Ok(())
     }
 
     /// Merges received Automerge data (changes or a whole document) into document `id` and
@@ -252,6 +572,7 @@ impl Replica {
         let actor = self.actor.clone();
         let slot = self.docs.entry(id.clone()).or_insert_with(|| Slot {
             name: None,
+            generation: 0,
             doc: AutoCommit::new().with_actor(actor),
             applied: false,
             dirty: true,
@@ -270,34 +591,50 @@ impl Replica {
         if slot.name.is_none()
             && let Some(declared) = declared_name(&slot.doc)
         {
-            let name: DocName = declared.parse()?;
+            let generation: GenName = declared.parse()?;
             if keys.doc_id(&declared) != *id {
                 self.docs.remove(id);
                 return Err(SyncError::Schema(format!(
                     "document {id} calls itself {declared:?}, which is another document's name"
                 )));
             }
-            slot.name = Some(name);
+            slot.name = Some(generation.name);
+            slot.generation = generation.number;
         }
         let Some(name) = slot.name else {
             return Ok(()); // its first change has not arrived yet
         };
-        let (before, after) = if slot.applied {
+        if self
+            .docs
+            .iter()
+            .any(|(other, s)| other != id && s.name == Some(name))
+        {
+            return self.resolve(store, keys, name);
+        }
+        let Some(slot) = self.docs.get_mut(id) else {
+            return Ok(());
+        };
+        let mut only = None;
+        let (before, mut after) = if slot.applied {
             // Only what the merge touched, before and after.
             let after_heads = slot.doc.get_heads();
             let touched = touched(&mut slot.doc, &heads, &after_heads);
             let layout = name.layout();
-            (
+            let views = (
                 read_view_at(&slot.doc, layout, Some(&heads), Some(&touched)),
                 read_view_at(&slot.doc, layout, None, Some(&touched)),
-            )
+            );
+            only = Some(touched);
+            views
         } else {
             (Default::default(), read_view(&slot.doc, name.layout()))
         };
+        // Never write into the store what the document says was forgotten.
+        strip_forgotten(&mut after, &slot.doc, name.layout());
         match apply(store, &name, &before, &after, !slot.applied) {
             Ok(()) => {
                 slot.applied = true;
-                Ok(())
+                self.settle_generation(store, id, only.as_ref())
             }
             Err(SyncError::Deferred(why)) => {
                 tracing::debug!("sync: deferred {why}");
@@ -319,9 +656,10 @@ impl Replica {
         name: &DocName,
         f: impl FnOnce(&mut Writer<'_>) -> Result<()>,
     ) -> Result<Option<(DocId, Vec<u8>)>> {
-        let id = keys.doc_id(&name.to_string());
+        let id = self.current_id(keys, name);
         let slot = self.docs.entry(id.clone()).or_insert_with(|| Slot {
             name: Some(*name),
+            generation: 0,
             doc: AutoCommit::new().with_actor(self.actor.clone()),
             applied: true,
             dirty: true,
@@ -346,28 +684,33 @@ impl Replica {
     }
 
     /// The view of document `name`, if this device has it.
-    pub fn view(&self, keys: &dyn DocIds, name: &DocName) -> Option<crate::doc::View> {
+    pub fn view(&self, keys: &dyn DocIds, name: &DocName) -> Option<View> {
         self.docs
-            .get(&keys.doc_id(&name.to_string()))
+            .get(&self.current_id(keys, name))
             .map(|s| read_view(&s.doc, name.layout()))
     }
 
     /// Applies documents that could not be applied yet (parents first). Returns how many remain.
     pub fn retry(&mut self, store: &dyn Store) -> Result<usize> {
-        let mut waiting: Vec<(&DocId, &mut Slot)> = self
+        let mut waiting: Vec<(DocId, DocName)> = self
             .docs
-            .iter_mut()
-            .filter(|(_, s)| !s.applied && s.name.is_some())
+            .iter()
+            .filter(|(_, s)| !s.applied)
+            .filter_map(|(id, s)| Some((id.clone(), s.name?)))
             .collect();
-        waiting.sort_by_key(|(_, s)| order(s.name.as_ref()));
+        waiting.sort_by_key(|(_, name)| order(Some(name)));
         let mut remaining = 0;
-        for (_, slot) in waiting {
-            let Some(name) = slot.name else { continue };
-            let after = read_view(&slot.doc, name.layout());
+        for (id, name) in waiting {
+            let Some(slot) = self.docs.get_mut(&id) else {
+                continue;
+            };
+            let mut after = read_view(&slot.doc, name.layout());
+            strip_forgotten(&mut after, &slot.doc, name.layout());
             match apply(store, &name, &Default::default(), &after, true) {
                 Ok(()) => {
                     slot.applied = true;
                     slot.dirty = true;
+                    self.settle_generation(store, &id, None)?;
                 }
                 Err(SyncError::Deferred(_)) => remaining += 1,
                 Err(e) => return Err(e),
@@ -388,9 +731,8 @@ impl Replica {
 
     /// The document named `name`, if this device has it.
     pub fn document(&mut self, keys: &dyn DocIds, name: &DocName) -> Option<&mut AutoCommit> {
-        self.docs
-            .get_mut(&keys.doc_id(&name.to_string()))
-            .map(|s| &mut s.doc)
+        let id = self.current_id(keys, name);
+        self.docs.get_mut(&id).map(|s| &mut s.doc)
     }
 
     /// Ids of the documents this device has.
@@ -400,11 +742,204 @@ impl Replica {
 
     /// Names of the documents this device has (those whose name is known).
     pub fn names(&self) -> Vec<DocName> {
-        self.docs.values().filter_map(|s| s.name).collect()
+        let names: BTreeSet<DocName> = self.docs.values().filter_map(|s| s.name).collect();
+        names.into_iter().collect()
+    }
+
+    /// Every document here, by id, with its name and generation if known, and its bytes
+    /// (Automerge's format, history included): what this device keeps of each.
+    pub fn documents(&mut self) -> Vec<Kept> {
+        self.docs
+            .iter_mut()
+            .map(|(id, s)| (id.clone(), s.name.map(|n| (n, s.generation)), s.doc.save()))
+            .collect()
     }
 
     /// Documents received but not applied to the store yet.
     pub fn waiting(&self) -> usize {
         self.docs.values().filter(|s| !s.applied).count()
     }
+}
+
+// --- generations -----------------------------------------------------------------------------
+
+/// What a capture forgot in a document.
+#[derive(Debug, Default)]
+struct Forgetting {
+    /// Tombstones of the entities that are gone (key to `{part}`).
+    gone: BTreeMap<String, Record>,
+    /// The whole document's entity was deleted (companion or conversation).
+    deleted: bool,
+}
+
+fn tombstone(part: &str) -> Record {
+    Record::from([("part".to_owned(), Field::Str(part.to_owned()))])
+}
+
+fn previous_record(generation: u32) -> Record {
+    Record::from([("generation".to_owned(), Field::Int(i64::from(generation)))])
+}
+
+/// The record holding a document's own deletion flag, if its kind has one.
+fn own_record(name: &DocName) -> Option<&'static str> {
+    match name {
+        DocName::Companion(_) => Some("profile"),
+        DocName::Conversation(_) => Some("conversation"),
+        DocName::Settings | DocName::Journal | DocName::Space => None,
+    }
+}
+
+fn is_deleted(name: &DocName, view: &View) -> bool {
+    own_record(name).is_some_and(|r| view.record(r).get("deleted") == Some(&Field::Bool(true)))
+}
+
+/// Whether the capture that led from `before` to `doc` forgot something: memories deleted,
+/// or the companion or conversation itself deleted. (Settings and the journal are never
+/// forgotten entity by entity: the store deletes neither except in `wipe`.)
+fn forgetting(name: &DocName, before: &View, doc: &AutoCommit) -> Option<Forgetting> {
+    let own = own_record(name)?;
+    let head = read_view_at(doc, name.layout(), None, Some(&Touched::new()));
+    let deleted = !is_deleted(name, before)
+        && !before.record(own).is_empty()
+        && head.record(own).get("deleted") == Some(&Field::Bool(true));
+    let mut gone = BTreeMap::new();
+    if let DocName::Companion(_) = name {
+        let now = read_keys(doc, "memories");
+        gone = before
+            .collection("memories")
+            .keys()
+            .filter(|k| !now.collection("memories").contains_key(*k))
+            .map(|k| (k.clone(), tombstone("memories")))
+            .collect();
+    }
+    (deleted || !gone.is_empty()).then_some(Forgetting { gone, deleted })
+}
+
+/// A deleted companion or conversation: only its deletion flag (and the generation parts).
+fn tombstone_only(name: &DocName, view: &View) -> View {
+    let mut out = View::default();
+    if let Some(own) = own_record(name) {
+        out.records.insert(
+            own.to_owned(),
+            Record::from([("deleted".to_owned(), Field::Bool(true))]),
+        );
+    }
+    for part in GENERATION_PARTS {
+        if let Some(c) = view.collections.get(part) {
+            out.collections.insert(part.to_owned(), c.clone());
+        }
+    }
+    out
+}
+
+/// Which of two versions of a record is newer: by `updated_at`, then `last_used_at`, then
+/// whether it is superseded (supersession only moves forward). Equal means not newer.
+fn newer(a: &Record, b: &Record) -> bool {
+    let rank = |r: &Record| {
+        (
+            r.get("updated_at")
+                .and_then(Field::as_i64)
+                .unwrap_or(i64::MIN),
+            r.get("last_used_at")
+                .and_then(Field::as_i64)
+                .unwrap_or(i64::MIN),
+            matches!(r.get("superseded_by"), Some(Field::Str(_))),
+        )
+    };
+    rank(a) > rank(b)
+}
+
+/// The state of several generations of one document taken together: the winner's, plus what
+/// only the others hold, with the newer version of anything two of them hold; without
+/// anything any of them forgot; only the deletion if any of them is deleted.
+fn merge_views(name: &DocName, winner: &View, others: &[&View]) -> View {
+    let layout = name.layout();
+    let mut out = winner.clone();
+    for other in others {
+        for part in layout.records {
+            if newer(other.record(part), out.record(part)) {
+                out.records
+                    .insert((*part).to_owned(), other.record(part).clone());
+            }
+        }
+        for part in layout.collections.iter().chain(&GENERATION_PARTS) {
+            let target = out.collections.entry((*part).to_owned()).or_default();
+            for (key, record) in other.collection(part) {
+                if target.get(key).is_none_or(|mine| newer(record, mine)) {
+                    target.insert(key.clone(), record.clone());
+                }
+            }
+        }
+    }
+    let forgotten: BTreeSet<String> = out.collection(FORGOTTEN).keys().cloned().collect();
+    for part in layout.collections {
+        if let Some(c) = out.collections.get_mut(*part) {
+            c.retain(|k, _| !forgotten.contains(k));
+        }
+    }
+    let deleted = std::iter::once(winner)
+        .chain(others.iter().copied())
+        .any(|v| is_deleted(name, v));
+    if deleted {
+        out = tombstone_only(name, &out);
+    }
+    out
+}
+
+/// Whether `view` (a generation's content) holds something the merged state forgot: then its
+/// history does too, and it cannot stay.
+fn holds_forgotten(name: &DocName, view: &View, merged: &View) -> bool {
+    if is_deleted(name, merged) {
+        let mut bare = tombstone_only(name, view);
+        for part in GENERATION_PARTS {
+            bare.collections.remove(part);
+        }
+        let mut mine = view.clone();
+        for part in GENERATION_PARTS {
+            mine.collections.remove(part);
+        }
+        mine.collections.retain(|_, c| !c.is_empty());
+        mine.records.retain(|_, r| !r.is_empty());
+        return mine != bare;
+    }
+    let forgotten = merged.collection(FORGOTTEN);
+    name.layout().collections.iter().any(|part| {
+        view.collection(part)
+            .keys()
+            .any(|k| forgotten.contains_key(k))
+    })
+}
+
+/// Removes from `view` the entities the document's tombstones name.
+fn strip_forgotten(view: &mut View, doc: &AutoCommit, layout: crate::doc::Layout) {
+    let forgotten = read_keys(doc, FORGOTTEN);
+    let forgotten = forgotten.collection(FORGOTTEN);
+    if forgotten.is_empty() {
+        return;
+    }
+    for part in layout.collections {
+        if let Some(c) = view.collections.get_mut(*part) {
+            c.retain(|k, _| !forgotten.contains_key(k));
+        }
+    }
+}
+
+/// Deletes from the store the entities tombstoned in a document of `name` (a device that was
+/// offline during the forgetting still has them). Missing ones are ignored.
+fn forget_in_store(
+    store: &dyn Store,
+    name: &DocName,
+    forgotten: &BTreeMap<String, Record>,
+) -> Result<()> {
+    if let DocName::Companion(_) = name {
+        let ids: Vec<MemoryId> = forgotten
+            .iter()
+            .filter(|(_, r)| r.get("part").and_then(Field::as_str) == Some("memories"))
+            .filter_map(|(k, _)| k.parse().ok())
+            .collect();
+        if !ids.is_empty() {
+            store.delete_memories(&ids)?;
+        }
+    }
+    Ok(())
 }

@@ -11,6 +11,14 @@
 //!   sent again in order (a duplicate is harmless: applying a change twice changes nothing).
 //! * **Snapshots**: after `snapshot_every` entries of a document the device uploads a snapshot
 //!   covering its cursor, and the server may drop what it covers.
+//! * **Generations and deletions** (forgetting, see docs/SYNC.md): the first upload of a new
+//!   generation of a document is a snapshot covering nothing, and deleting a retired
+//!   generation on the server is a [`ClientMessage::Delete`]. Both wait in the same ordered
+//!   queue as the pushes: nothing queued after an upload is sent before it is acknowledged,
+//!   and a deletion is sent only once everything before it (other deletions aside) is
+//!   acknowledged, so the new generation is on the server before the old one is deleted. A
+//!   retired document's cursor and queued changes are dropped and its entries ignored from
+//!   then on.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -30,12 +38,36 @@ pub enum Phase {
     Live,
 }
 
-/// A change waiting for its acknowledgement.
+/// What a queued request does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingKind {
+    /// Push a change.
+    #[default]
+    Change,
+    /// Upload the first snapshot of a new generation of a document (covering nothing).
+    Generation,
+    /// Delete a retired document on the server.
+    Delete,
+}
+
+impl PendingKind {
+    fn is_change(&self) -> bool {
+        *self == PendingKind::Change
+    }
+}
+
+/// A request waiting for its acknowledgement: a change, a generation's first snapshot or a
+/// deletion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
     /// The document.
     pub doc: DocId,
-    /// The encrypted change.
+    /// What to do with it.
+    #[serde(default, skip_serializing_if = "PendingKind::is_change")]
+    pub kind: PendingKind,
+    /// The encrypted change or snapshot (empty for a deletion).
+    #[serde(default)]
     pub blob: Blob,
     /// The request id it was last sent with (none while not sent on this connection).
     #[serde(skip)]
@@ -51,6 +83,10 @@ pub struct SessionState {
     pub pending: VecDeque<Pending>,
     /// Entries since the last snapshot, per document.
     pub since_snapshot: BTreeMap<DocId, u64>,
+    /// Documents this device retired (older generations): their entries are ignored and they
+    /// never get a cursor again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub retired: BTreeSet<DocId>,
 }
 
 /// What to do with a server message.
@@ -65,7 +101,7 @@ pub enum Event {
         /// The entry.
         entry: Entry,
     },
-    /// A push is durable.
+    /// A push, upload or deletion is durable.
     Acked {
         /// The document.
         doc: DocId,
@@ -85,9 +121,10 @@ pub enum Event {
 
 /// Serde for `Blob` in the persisted state comes from the protocol crate.
 impl Pending {
-    fn new(doc: DocId, blob: Blob) -> Self {
+    fn new(doc: DocId, kind: PendingKind, blob: Blob) -> Self {
         Self {
             doc,
+            kind,
             blob,
             sent_as: None,
         }
@@ -183,24 +220,81 @@ impl Session {
         if self.phase != Phase::Live {
             return;
         }
+        // Nothing but deletions before this item (acknowledged ones have left the queue).
+        let mut clear = true;
         for p in &mut self.state.pending {
+            if p.kind == PendingKind::Delete && !clear {
+                break; // only once everything before it is acknowledged
+            }
             if p.sent_as.is_none() {
                 let id = self.next_id;
                 self.next_id += 1;
                 p.sent_as = Some(id);
-                self.outbox.push_back(ClientMessage::Push {
-                    id,
-                    doc: p.doc.clone(),
-                    blob: p.blob.clone(),
+                let doc = p.doc.clone();
+                self.outbox.push_back(match p.kind {
+                    PendingKind::Change => ClientMessage::Push {
+                        id,
+                        doc,
+                        blob: p.blob.clone(),
+                    },
+                    PendingKind::Generation => ClientMessage::Snapshot {
+                        id,
+                        doc,
+                        covers: 0,
+                        blob: p.blob.clone(),
+                    },
+                    PendingKind::Delete => ClientMessage::Delete { id, doc },
                 });
+            }
+            match p.kind {
+                // What follows waits for its acknowledgement.
+                PendingKind::Generation => break,
+                PendingKind::Change => clear = false,
+                PendingKind::Delete => {}
             }
         }
     }
 
     /// Queues an encrypted change of `doc` (sent now if live, else after the next Welcome).
     pub fn push(&mut self, doc: DocId, blob: Blob) {
-        self.state.pending.push_back(Pending::new(doc, blob));
+        self.enqueue(Pending::new(doc, PendingKind::Change, blob));
+    }
+
+    fn enqueue(&mut self, p: Pending) {
+        self.state.pending.push_back(p);
         self.send_pending();
+    }
+
+    /// Queues the first snapshot of a new generation `doc` (the whole document, covering
+    /// nothing): kept until acknowledged, like a push.
+    pub fn upload(&mut self, doc: DocId, blob: Blob) {
+        self.state.retired.remove(&doc);
+        self.enqueue(Pending::new(doc, PendingKind::Generation, blob));
+    }
+
+    /// Retires `doc` (an older generation): drops its cursor and queued changes, ignores its
+    /// entries from now on, and queues its deletion on the server (sent once everything queued
+    /// before it is acknowledged). Retiring twice does nothing.
+    pub fn retire(&mut self, doc: &DocId) {
+        if !self.state.retired.insert(doc.clone()) {
+            return;
+        }
+        self.state.cursors.remove(doc);
+        self.state.since_snapshot.remove(doc);
+        self.above.remove(doc);
+        self.heads.remove(doc);
+        self.snapshots.retain(|_, d| d != doc);
+        self.state.pending.retain(|p| &p.doc != doc);
+        self.enqueue(Pending::new(
+            doc.clone(),
+            PendingKind::Delete,
+            Blob::default(),
+        ));
+    }
+
+    /// Whether `doc` was retired on this device.
+    pub fn is_retired(&self, doc: &DocId) -> bool {
+        self.state.retired.contains(doc)
     }
 
     /// Messages to send, in order.
@@ -218,6 +312,9 @@ impl Session {
     }
 
     fn mark(&mut self, doc: &DocId, seq: u64, covers: Option<u64>) {
+        if self.state.retired.contains(doc) {
+            return;
+        }
         let mut cursor = self.cursor(doc);
         if let Some(covers) = covers {
             cursor = cursor.max(covers);
@@ -242,13 +339,22 @@ impl Session {
     /// Interprets a server message.
     pub fn receive(&mut self, message: ServerMessage) -> Vec<Event> {
         match message {
-            ServerMessage::Welcome { heads, .. } => {
+            ServerMessage::Welcome { mut heads, .. } => {
                 self.phase = Phase::Live;
+                heads.retain(|d, _| !self.state.retired.contains(d));
+                // A generation's first snapshot whose document has entries was stored before
+                // its acknowledgement got lost (nothing else can write it before it: only
+                // this device knows its id until it is there, and nothing of ours is sent
+                // after it before its acknowledgement).
+                self.state
+                    .pending
+                    .retain(|p| p.kind != PendingKind::Generation || !heads.contains_key(&p.doc));
                 self.heads = heads;
                 self.last_error = None;
                 self.send_pending();
                 vec![Event::Welcome]
             }
+            ServerMessage::Entries { doc, .. } if self.state.retired.contains(&doc) => Vec::new(),
             ServerMessage::Entries { doc, entries } => {
                 let mut events = Vec::new();
                 for entry in entries {
@@ -282,11 +388,33 @@ impl Session {
                 };
                 self.state.pending.remove(pos);
                 self.mark(&doc, seq, None);
+                self.send_pending();
                 vec![Event::Acked { doc, seq }]
+            }
+            ServerMessage::Deleted { id, doc } => {
+                if let Some(pos) = self
+                    .state
+                    .pending
+                    .iter()
+                    .position(|p| p.sent_as == Some(id))
+                {
+                    self.state.pending.remove(pos);
+                    self.send_pending();
+                }
+                vec![Event::Acked { doc, seq: 0 }]
             }
             ServerMessage::Error { id: Some(id), .. } if self.snapshots.remove(&id).is_some() => {
                 // A refused snapshot (another device's covers more, or over a limit) is only a
                 // missed compaction: the entries stay, a later snapshot tries again.
+                Vec::new()
+            }
+            ServerMessage::Error {
+                id: Some(id), code, ..
+            } if self.expected_refusal(id, code) => {
+                // A change to a document a newer generation replaced (its content is
+                // re-captured into the new one), or deleting what is already gone: done.
+                self.state.pending.retain(|p| p.sent_as != Some(id));
+                self.send_pending();
                 Vec::new()
             }
             ServerMessage::Error { id, code, message } => {
@@ -308,18 +436,20 @@ impl Session {
                             .iter()
                             .position(|p| p.sent_as == Some(id))
                         {
-                            match code {
+                            let drop = match code {
                                 // Never accepted as it is: drop it (the data stays in the
                                 // device's documents and travels in its next snapshot).
-                                ErrorCode::TooLarge | ErrorCode::BadRequest => {
-                                    self.state.pending.remove(pos);
-                                }
+                                ErrorCode::TooLarge | ErrorCode::BadRequest => true,
                                 // Forbidden (a read-only grant): keep it local.
-                                ErrorCode::Forbidden => {
-                                    self.state.pending.remove(pos);
-                                }
+                                ErrorCode::Forbidden => true,
                                 // Retried after the next reconnect.
-                                _ => self.state.pending[pos].sent_as = None,
+                                _ => false,
+                            };
+                            if drop {
+                                self.state.pending.remove(pos);
+                                self.send_pending();
+                            } else {
+                                self.state.pending[pos].sent_as = None;
                             }
                         }
                         vec![Event::Failed {
@@ -332,6 +462,15 @@ impl Session {
             }
             ServerMessage::Pong { .. } => Vec::new(),
         }
+    }
+
+    /// A refusal that only means "already done": a write to a deleted document (also one this
+    /// device retired meanwhile), or deleting one that is already gone.
+    fn expected_refusal(&self, id: u64, code: ErrorCode) -> bool {
+        let Some(p) = self.state.pending.iter().find(|p| p.sent_as == Some(id)) else {
+            return code == ErrorCode::Gone;
+        };
+        code == ErrorCode::Gone || (code == ErrorCode::NotFound && p.kind == PendingKind::Delete)
     }
 
     /// Documents due for a snapshot: enough entries since the last one, no gap below the
@@ -414,5 +553,134 @@ impl Session {
     /// Highest sequence numbers the server reported.
     pub fn heads(&self) -> &BTreeMap<DocId, u64> {
         &self.heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(n: u8) -> DocId {
+        DocId::from_bytes([n; 16])
+    }
+
+    fn live(state: SessionState, heads: BTreeMap<DocId, u64>) -> Session {
+        let mut s = Session::new(
+            SpaceId::from_bytes([1; 16]),
+            Token::from_bytes([2; 32]),
+            state,
+            100,
+        );
+        s.connected();
+        assert!(matches!(
+            s.outgoing().as_slice(),
+            [ClientMessage::Hello { .. }]
+        ));
+        s.receive(ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            heads,
+            grants: None,
+        });
+        s
+    }
+
+    fn ids(out: &[ClientMessage]) -> Vec<(&'static str, u64, DocId)> {
+        out.iter()
+            .map(|m| match m {
+                ClientMessage::Push { id, doc, .. } => ("push", *id, doc.clone()),
+                ClientMessage::Snapshot { id, doc, .. } => ("snapshot", *id, doc.clone()),
+                ClientMessage::Delete { id, doc } => ("delete", *id, doc.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn ack(s: &mut Session, id: u64, doc: DocId, seq: u64) {
+        s.receive(ServerMessage::Ack { id, doc, seq });
+    }
+
+    #[test]
+    fn uploads_and_deletions_are_barriers_in_the_queue() {
+        let (old, new, other) = (doc(1), doc(2), doc(3));
+        let mut s = live(SessionState::default(), BTreeMap::from([(old.clone(), 5)]));
+        s.push(other.clone(), Blob(vec![1]));
+        s.upload(new.clone(), Blob(vec![2]));
+        s.retire(&old);
+        s.push(new.clone(), Blob(vec![3]));
+        assert_eq!(
+            s.state().cursors.get(&old),
+            None,
+            "a retired cursor is dropped"
+        );
+        // The upload goes with the push before it; nothing after it yet.
+        let out = s.outgoing();
+        assert_eq!(
+            ids(&out),
+            vec![("push", 1, other.clone()), ("snapshot", 2, new.clone())]
+        );
+        assert!(matches!(out[1], ClientMessage::Snapshot { covers: 0, .. }));
+        // The deletion waits for everything before it, the upload included.
+        ack(&mut s, 2, new.clone(), 1);
+        assert!(s.outgoing().is_empty());
+        ack(&mut s, 1, other.clone(), 1);
+        // Then it goes, and what follows it does not wait for it.
+        assert_eq!(
+            ids(&s.outgoing()),
+            vec![("delete", 3, old.clone()), ("push", 4, new.clone())]
+        );
+        ack(&mut s, 4, new.clone(), 2);
+        assert_eq!(s.pending(), 1);
+        s.receive(ServerMessage::Deleted {
+            id: 3,
+            doc: old.clone(),
+        });
+        assert_eq!(s.pending(), 0);
+        assert!(s.caught_up(), "the retired document's head does not count");
+        // Its entries are ignored from now on.
+        let late = ServerMessage::Entries {
+            doc: old.clone(),
+            entries: vec![Entry {
+                seq: 6,
+                kind: nexus_sync_protocol::BlobKind::Change,
+                covers: None,
+                blob: Blob(vec![9]),
+            }],
+        };
+        assert!(s.receive(late).is_empty());
+        assert!(s.is_retired(&old) && !s.is_retired(&new));
+    }
+
+    #[test]
+    fn an_upload_whose_ack_was_lost_is_not_sent_again_and_refusals_of_the_gone_are_quiet() {
+        let (old, new) = (doc(1), doc(2));
+        let mut state = SessionState::default();
+        {
+            let mut s = live(state.clone(), BTreeMap::new());
+            s.upload(new.clone(), Blob(vec![2]));
+            s.retire(&old);
+            state = s.state().clone();
+        }
+        // Reconnected: the server has the new generation (the ack was lost).
+        let mut s = live(state, BTreeMap::from([(new.clone(), 1)]));
+        assert_eq!(ids(&s.outgoing()), vec![("delete", 1, old.clone())]);
+        // Already deleted by another device: done, and no error.
+        let events = s.receive(ServerMessage::Error {
+            id: Some(1),
+            code: ErrorCode::NotFound,
+            message: "gone".into(),
+        });
+        assert!(events.is_empty() && s.last_error().is_none());
+        assert_eq!(s.pending(), 0);
+        // A change to a document that was deleted meanwhile: dropped quietly.
+        s.push(old.clone(), Blob(vec![7]));
+        let out = s.outgoing();
+        let (_, id, _) = ids(&out)[0].clone();
+        let events = s.receive(ServerMessage::Error {
+            id: Some(id),
+            code: ErrorCode::Gone,
+            message: "the document was deleted".into(),
+        });
+        assert!(events.is_empty() && s.last_error().is_none());
+        assert_eq!(s.pending(), 0);
     }
 }

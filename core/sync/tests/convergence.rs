@@ -1,5 +1,6 @@
 //! Property tests: devices that edit concurrently while the network drops, duplicates and
-//! reorders messages converge once delivery resumes.
+//! reorders messages converge once delivery resumes, and what any of them forgot is gone from
+//! every device's documents and from the relay.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -80,6 +81,8 @@ fn run(devices_n: usize, ops: Vec<Op>, snapshot_every: u64, echo: bool) {
     }
     settle(&mut devices, &mut relay);
     assert_converged(&devices);
+    // Texts of forgotten memories (with the older versions forgetting took along).
+    let mut forgotten: Vec<String> = Vec::new();
 
     for (at, op) in (10_001_i64..).zip(ops) {
         match op {
@@ -103,7 +106,16 @@ fn run(devices_n: usize, ops: Vec<Op>, snapshot_every: u64, echo: bool) {
                 let s = &devices[d].store;
                 let ms = current(s, mira.id);
                 if let Some(m) = ms.get(i % ms.len().max(1)) {
+                    let all = |s: &dyn Store| s.list_memories(mira.id, true).unwrap();
+                    let before = all(s);
                     s.delete_memories(&[m.id]).unwrap();
+                    let after = all(s);
+                    forgotten.extend(
+                        before
+                            .into_iter()
+                            .filter(|m| !after.iter().any(|a| a.id == m.id))
+                            .map(|m| m.text),
+                    );
                 }
             }
             Op::Supersede(d, i) => {
@@ -178,6 +190,24 @@ fn run(devices_n: usize, ops: Vec<Op>, snapshot_every: u64, echo: bool) {
     }
     settle(&mut devices, &mut relay);
     assert_converged(&devices);
+    // One generation of each document is left, everywhere.
+    let on_relay = relay.docs(devices[0].client.keys().space()).len();
+    for (i, d) in devices.iter().enumerate() {
+        assert_eq!(device_doc_count(&d.store), on_relay, "device {i}");
+    }
+    if forgotten.is_empty() {
+        return;
+    }
+    let histories: Vec<_> = devices.iter().map(|d| device_histories(&d.store)).collect();
+    let relay_history = relay_histories(&relay, devices[0].client.keys());
+    for text in &forgotten {
+        for (i, h) in histories.iter().enumerate() {
+            let held = holding(h, text);
+            assert!(held.is_empty(), "{text:?}: device {i} keeps {held:?}");
+        }
+        let held = holding(&relay_history, text);
+        assert!(held.is_empty(), "{text:?}: the relay keeps {held:?}");
+    }
 }
 
 proptest! {

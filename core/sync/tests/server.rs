@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{add_memory, append, companion, conversation, dump};
+use common::{
+    add_memory, append, companion, conversation, device_docs_holding, dump, history_strings,
+};
 use nexus_store::Store;
 use nexus_store_sqlite::SqliteStore;
 use nexus_sync::net::{register_space, sync_once};
@@ -324,4 +326,209 @@ fn a_revoked_device_is_locked_out_and_the_others_carry_on() {
     let me = ca.device_id().unwrap();
     let err = nexus_sync::net::revoke_devices(&mut ca, &a, &[me], T).unwrap_err();
     assert!(err.to_string().contains("cannot revoke itself"), "{err}");
+}
+
+/// Everything the server keeps for a space, read from its database (a second handle on the
+/// file the running server uses): per document, its entries.
+fn server_entries_by_doc(
+    dir: &std::path::Path,
+    space: &nexus_sync_protocol::SpaceId,
+) -> Vec<(nexus_sync_protocol::DocId, Vec<nexus_sync_protocol::Entry>)> {
+    use nexus_sync_server::Storage as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let storage = SqliteStorage::open(dir).unwrap();
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for doc in storage.heads(space).await.unwrap().into_keys() {
+            let page = storage
+                .entries(space, &doc, 0, 100_000, usize::MAX)
+                .await
+                .unwrap();
+            out.push((doc, page.entries));
+        }
+        out
+    })
+}
+
+/// The documents on the server whose entries, decrypted and taken together, ever held
+/// `needle` (or cannot be read completely).
+fn server_docs_holding(
+    dir: &std::path::Path,
+    keys: &nexus_sync::SpaceKeys,
+    needle: &str,
+) -> Vec<String> {
+    server_entries_by_doc(dir, keys.space())
+        .into_iter()
+        .filter(|(doc, entries)| {
+            let mut all = Vec::new();
+            for e in entries {
+                all.extend(keys.open(doc, e.kind, &e.blob).unwrap());
+            }
+            history_strings(&all).is_none_or(|h| h.iter().any(|s| s.contains(needle)))
+        })
+        .map(|(doc, _)| doc.to_string())
+        .collect()
+}
+
+/// Every file under `dir` (recursively), read whole.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, bytes));
+        }
+    }
+    out
+}
+
+/// The files under `dir` that hold `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    files(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// 32-byte pieces of a blob (one every 997 bytes): its random nonce makes each unique.
+fn pieces(blob: &[u8]) -> Vec<Vec<u8>> {
+    (0..blob.len().saturating_sub(32).max(1))
+        .step_by(997)
+        .map(|i| blob[i..(i + 32).min(blob.len())].to_vec())
+        .collect()
+}
+
+#[test]
+fn a_forgotten_memory_is_erased_from_both_devices_and_the_server() {
+    const SECRET: &str = "Zanzibarite";
+    let dirs = tempfile::tempdir().unwrap();
+    let server_dir = dirs.path().join("server");
+    let url = start_server(&server_dir);
+    let (dir_a, dir_b) = (dirs.path().join("a"), dirs.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = SqliteStore::open(&dir_a.join("nexus.db")).unwrap();
+    let b = SqliteStore::open(&dir_b.join("nexus.db")).unwrap();
+    let mira = companion(&a, "Mira", 1_000);
+    let secret = add_memory(&a, mira.id, &format!("The user's {SECRET} plan."), 1_100);
+    add_memory(&a, mira.id, "The user has a cat.", 1_200);
+    let mut ca = SyncClient::create_space(&a, &url).unwrap();
+    register_space(&ca, T).unwrap();
+    sync_once(&mut ca, &a, T).unwrap();
+    let mut cb = SyncClient::join(&b, &ca.pairing_code().unwrap()).unwrap();
+    sync_once(&mut cb, &b, T).unwrap();
+    assert_eq!(b.list_memories(mira.id, true).unwrap().len(), 2);
+    let keys = ca.keys().clone();
+    // Before: everywhere.
+    assert!(!device_docs_holding(&a, SECRET).is_empty());
+    assert!(!device_docs_holding(&b, SECRET).is_empty());
+    assert!(!server_docs_holding(&server_dir, &keys, SECRET).is_empty());
+    let old_doc = keys.doc_id(&nexus_sync::DocName::Companion(mira.id).to_string());
+    let old_blobs: Vec<Vec<u8>> = server_entries_by_doc(&server_dir, keys.space())
+        .into_iter()
+        .filter(|(doc, _)| *doc == old_doc)
+        .flat_map(|(_, entries)| entries.into_iter().map(|e| e.blob.0))
+        .collect();
+    assert!(!old_blobs.is_empty());
+    assert!(!files_holding(&dir_a, SECRET.as_bytes()).is_empty());
+    for blob in &old_blobs {
+        assert!(
+            !files_holding(&server_dir, &pieces(blob)[0]).is_empty(),
+            "on disk before"
+        );
+    }
+
+    a.delete_memories(&[secret.id]).unwrap();
+    for _ in 0..2 {
+        sync_once(&mut ca, &a, T).unwrap();
+        sync_once(&mut cb, &b, T).unwrap();
+    }
+    assert_eq!(dump(&a), dump(&b));
+    assert_eq!(b.list_memories(mira.id, true).unwrap().len(), 1);
+    assert_eq!(ca.pending() + cb.pending(), 0);
+    // After: nowhere, history included, and the old generation is gone from the server.
+    assert_eq!(device_docs_holding(&a, SECRET), Vec::<String>::new());
+    assert_eq!(device_docs_holding(&b, SECRET), Vec::<String>::new());
+    assert_eq!(
+        server_docs_holding(&server_dir, &keys, SECRET),
+        Vec::<String>::new()
+    );
+    let server_docs: Vec<_> = server_entries_by_doc(&server_dir, keys.space())
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert!(!server_docs.contains(&old_doc));
+    // Not in any file either: the devices' databases (log included, once closed) and the
+    // server's files, which hold none of the old generation's blobs.
+    drop((ca, cb, a, b));
+    assert_eq!(
+        files_holding(&dir_a, SECRET.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        files_holding(&dir_b, SECRET.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    for blob in &old_blobs {
+        for piece in pieces(blob) {
+            let held = files_holding(&server_dir, &piece);
+            assert!(held.is_empty(), "an old blob is still in {held:?}");
+        }
+    }
+}
+
+#[test]
+fn deleting_the_space_leaves_nothing_on_the_server() {
+    let dirs = tempfile::tempdir().unwrap();
+    let server_dir = dirs.path().join("server");
+    let url = start_server(&server_dir);
+    let a = SqliteStore::open(&dirs.path().join("a.db")).unwrap();
+    let b = SqliteStore::open(&dirs.path().join("b.db")).unwrap();
+    let mira = companion(&a, "Mira", 1_000);
+    add_memory(&a, mira.id, "The user has a cat.", 1_100);
+    let mut ca = SyncClient::create_space(&a, &url).unwrap();
+    register_space(&ca, T).unwrap();
+    sync_once(&mut ca, &a, T).unwrap();
+    let mut cb = SyncClient::join(&b, &ca.pairing_code().unwrap()).unwrap();
+    sync_once(&mut cb, &b, T).unwrap();
+    let keys = ca.keys().clone();
+    let blobs: Vec<Vec<u8>> = server_entries_by_doc(&server_dir, keys.space())
+        .into_iter()
+        .flat_map(|(_, entries)| entries.into_iter().map(|e| e.blob.0))
+        .collect();
+    assert!(blobs.len() >= 3);
+    for blob in &blobs {
+        assert!(
+            !files_holding(&server_dir, &pieces(blob)[0]).is_empty(),
+            "on disk before"
+        );
+    }
+
+    let deletion = nexus_sync::RemoteDeletion::of(&ca);
+    assert!(
+        nexus_sync::net::delete_space(&url, None, &deletion.space, deletion.token(), T).unwrap()
+    );
+    assert!(
+        !nexus_sync::net::delete_space(&url, None, &deletion.space, deletion.token(), T).unwrap(),
+        "nothing left to delete"
+    );
+    assert!(server_entries_by_doc(&server_dir, keys.space()).is_empty());
+    for blob in &blobs {
+        for piece in pieces(blob) {
+            let held = files_holding(&server_dir, &piece);
+            assert!(
+                held.is_empty(),
+                "a blob of the deleted space is in {held:?}"
+            );
+        }
+    }
+    // The other device is told the space is gone; registering it again needs `sync enable`.
+    let err = sync_once(&mut cb, &b, T).unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
 }

@@ -77,17 +77,25 @@ impl Device {
     }
 
     /// Captures local edits and exchanges messages with the relay until nothing moves, with
-    /// each message passing through `net` (which may drop, duplicate or reorder).
-    pub fn pump_with(&mut self, relay: &mut Relay, net: &mut dyn FnMut(usize) -> Vec<usize>) {
+    /// each message passing through `net` (which may drop, duplicate or reorder). Returns how
+    /// many messages moved.
+    pub fn pump_with(
+        &mut self,
+        relay: &mut Relay,
+        net: &mut dyn FnMut(usize) -> Vec<usize>,
+    ) -> usize {
         self.client.sync_local(&self.store).expect("sync local");
         let conn = self.ensure_connected(relay);
+        let mut moved = 0;
         for _ in 0..50 {
             let out: Vec<ClientMessage> = self.client.outgoing();
+            moved += out.len();
             let order = net(out.len());
             for i in &order {
                 relay.handle(conn, out[*i].clone());
             }
             let incoming: Vec<ServerMessage> = relay.take(conn);
+            moved += incoming.len();
             let order2 = net(incoming.len());
             for i in &order2 {
                 self.client
@@ -99,37 +107,32 @@ impl Device {
             }
         }
         self.client.save(&self.store).expect("save");
+        moved
     }
 
     /// [`Device::pump_with`] on a reliable network.
-    pub fn pump(&mut self, relay: &mut Relay) {
-        self.pump_with(relay, &mut |n| (0..n).collect());
+    pub fn pump(&mut self, relay: &mut Relay) -> usize {
+        self.pump_with(relay, &mut |n| (0..n).collect())
     }
 }
 
-/// Reliable delivery until every device is caught up and nothing moves.
+/// Reliable delivery until every device is caught up and a whole pass moves nothing (a
+/// message received may lead to new ones: merging generations pushes changes).
 pub fn settle(devices: &mut [Device], relay: &mut Relay) {
-    for _ in 0..10 {
+    for _ in 0..30 {
+        let mut moved = 0;
         for d in devices.iter_mut() {
             if d.client.needs_resync() {
                 d.go_offline(relay);
             }
-            d.pump(relay);
+            moved += d.pump(relay);
         }
-        if devices
-            .iter()
-            .all(|d| d.client.caught_up() && !d.client.needs_resync())
+        if moved == 0
+            && devices.iter().all(|d| {
+                d.client.caught_up() && !d.client.needs_resync() && d.client.pending() == 0
+            })
         {
-            // One more pass: captures and deliveries that the last pass caused.
-            for d in devices.iter_mut() {
-                d.pump(relay);
-            }
-            if devices
-                .iter()
-                .all(|d| d.client.caught_up() && d.client.pending() == 0)
-            {
-                return;
-            }
+            return;
         }
     }
 }
@@ -305,4 +308,85 @@ pub fn journal(store: &dyn Store) -> Vec<JournalEntry> {
     store
         .journal(Timestamp(i64::MIN), Timestamp(i64::MAX))
         .unwrap()
+}
+
+// --- what a device or the server still knows ---------------------------------------------------
+
+/// Every string an Automerge document or change set ever held (its whole history, not only
+/// its current state), and its raw bytes; `None` if the bytes do not load as a complete
+/// document (then nothing can be ruled out).
+pub fn history_strings(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut all = nexus_sync::doc::history_strings(bytes).ok()?;
+    all.push(String::from_utf8_lossy(bytes).into_owned());
+    Some(all)
+}
+
+/// Whether [`history_strings`] of `bytes` hold `needle` (or cannot rule it out).
+pub fn history_holds(bytes: &[u8], needle: &str) -> bool {
+    history_strings(bytes).is_none_or(|all| all.iter().any(|s| s.contains(needle)))
+}
+
+/// What each document a device keeps in its sync state (read back from the store) ever held:
+/// its name (or id, if unnamed) and [`history_strings`].
+pub fn device_histories(store: &dyn Store) -> Vec<(String, Option<Vec<String>>)> {
+    nexus_sync::replica::Replica::kept(store)
+        .unwrap()
+        .into_iter()
+        .map(|(id, name, bytes)| {
+            (
+                name.map_or(id.to_string(), |(n, g)| format!("{n} gen {g}")),
+                history_strings(&bytes),
+            )
+        })
+        .collect()
+}
+
+/// What each document the relay keeps for the space ever held, its entries decrypted and
+/// taken together: its id and [`history_strings`].
+pub fn relay_histories(
+    relay: &Relay,
+    keys: &nexus_sync::SpaceKeys,
+) -> Vec<(String, Option<Vec<String>>)> {
+    relay
+        .docs(keys.space())
+        .into_iter()
+        .map(|doc| {
+            let mut all = Vec::new();
+            for e in relay.entries(keys.space(), &doc) {
+                all.extend(keys.open(&doc, e.kind, &e.blob).unwrap());
+            }
+            (doc.to_string(), history_strings(&all))
+        })
+        .collect()
+}
+
+/// The documents among `histories` that hold `needle` (or cannot rule it out).
+pub fn holding(histories: &[(String, Option<Vec<String>>)], needle: &str) -> Vec<String> {
+    histories
+        .iter()
+        .filter(|(_, h)| {
+            h.as_ref()
+                .is_none_or(|all| all.iter().any(|s| s.contains(needle)))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The documents a device keeps whose history holds `needle`.
+pub fn device_docs_holding(store: &dyn Store, needle: &str) -> Vec<String> {
+    holding(&device_histories(store), needle)
+}
+
+/// The documents the relay keeps whose history holds `needle`.
+pub fn relay_docs_holding(
+    relay: &Relay,
+    keys: &nexus_sync::SpaceKeys,
+    needle: &str,
+) -> Vec<String> {
+    holding(&relay_histories(relay, keys), needle)
+}
+
+/// How many documents the device keeps.
+pub fn device_doc_count(store: &dyn Store) -> usize {
+    store.sync_keys("doc/").unwrap().len()
 }
