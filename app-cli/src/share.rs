@@ -184,6 +184,9 @@ pub fn shares(app: &Nexus, name: Option<&str>, all: bool, json: bool) -> Result<
                         .unwrap_or_default()
                 ),
                 ShareStatus::Rotated => "ended by a key change (share again)".to_owned(),
+                ShareStatus::StartedOver => {
+                    "ended: forgetting started the companion over (share again)".to_owned()
+                }
             };
             println!(
                 "  {}  {:<20} {:<15} since {}  {state}",

@@ -314,6 +314,17 @@ impl Replica {
             .map_or_else(|| keys.doc_id(&name.to_string()), |(id, _)| id.clone())
     }
 
+    /// The full name (with generation) of the current generation of document `name`.
+    pub fn current_name(&self, keys: &dyn DocIds, name: &DocName) -> GenName {
+        let id = self.current_id(keys, name);
+        self.docs
+            .get(&id)
+            .and_then(|s| declared_name(&s.doc))
+            .and_then(|n| n.parse::<GenName>().ok())
+            .filter(|g| g.name == *name)
+            .unwrap_or_else(|| GenName::first(*name))
+    }
+
     /// Starts a new generation of document `id` after this device forgot something in it: a
     /// fresh document holding its current state (with the capture's deletions), the tombstones
     /// and the id of the generation it replaces.

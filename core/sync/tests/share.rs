@@ -389,3 +389,51 @@ fn unsharing_or_a_key_rotation_ends_the_share_and_the_recipient_keeps_what_it_ha
     sync_share(&mut nova, &r, T).unwrap();
     assert!(memories(&r, o.nova.id).contains(&"Written after the rotation.".to_owned()));
 }
+
+/// Forgetting starts a companion's document over under a new id (a new generation): a share
+/// made afterwards names that generation, and the recipient receives it without the forgotten
+/// memory.
+#[test]
+fn a_companion_shared_after_forgetting_one_of_its_memories() {
+    let dirs = tempfile::tempdir().unwrap();
+    let url = start_server(&dirs.path().join("server"));
+    let mut o = owner(dirs.path(), &url);
+    let secret = add_memory(&o.store, o.mira.id, "Forget this: the old password.", 1_600);
+    sync_once(&mut o.client, &o.store, T).unwrap();
+    o.store.delete_memories(&[secret.id]).unwrap();
+    sync_once(&mut o.client, &o.store, T).unwrap();
+    let (code, _) =
+        share_companion(&mut o.client, &o.store, o.mira.id, "Mira", Access::Read, T).unwrap();
+    assert!(
+        code.generation.is_some(),
+        "the current generation is shared"
+    );
+    let code = ShareCode::parse(&code.to_text()).unwrap();
+
+    let r = SqliteStore::open(&dirs.path().join("recipient.db")).unwrap();
+    let mut share = ShareClient::join(&r, &code).unwrap();
+    let report = sync_share(&mut share, &r, T).unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(
+        memories(&r, o.mira.id),
+        vec!["The owner has a cat named Tofu.".to_owned()]
+    );
+    assert_eq!(o.client.shares()[0].status, ShareStatus::Active);
+
+    // Forgetting again starts the document over once more: the owner's list says the share
+    // ended (the recipient's grant names the deleted generation); sharing again works.
+    let second = add_memory(&o.store, o.mira.id, "Also forget this.", 1_700);
+    sync_once(&mut o.client, &o.store, T).unwrap();
+    o.store.delete_memories(&[second.id]).unwrap();
+    sync_once(&mut o.client, &o.store, T).unwrap();
+    assert_eq!(o.client.shares()[0].status, ShareStatus::StartedOver);
+    let (again, _) =
+        share_companion(&mut o.client, &o.store, o.mira.id, "Mira", Access::Read, T).unwrap();
+    let r2 = SqliteStore::open(&dirs.path().join("recipient2.db")).unwrap();
+    let mut share = ShareClient::join(&r2, &ShareCode::parse(&again.to_text()).unwrap()).unwrap();
+    sync_share(&mut share, &r2, T).unwrap();
+    assert_eq!(
+        memories(&r2, o.mira.id),
+        vec!["The owner has a cat named Tofu.".to_owned()]
+    );
+}

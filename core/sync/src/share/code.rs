@@ -3,7 +3,8 @@
 //! ```text
 //! payload = mark "S" (0x53) | version (1) | access (1: 0 read, 1 read-write)
 //!         | space id (16) | document id (16) | key epoch (u32 BE) | document key (32)
-//!         | grant token (32) | document kind (1: 1 companion) | companion id (16)
+//!         | grant token (32) | document kind (1: 1 companion, 2 a later generation of one)
+//!         | companion id (16) | [kind 2: generation (u32 BE) | its random part (8)]
 //!         | label length (1) | label (UTF-8: the companion's name when shared)
 //!         | server URL (UTF-8, the rest)
 //! code    = payload | first 4 bytes of SHA-256(payload)
@@ -23,7 +24,7 @@ use nexus_common::CompanionId;
 use nexus_sync_protocol::{Access, DocId, SpaceId, Token};
 
 use crate::crypto::DocKeys;
-use crate::doc::DocName;
+use crate::doc::{DocName, GenName};
 use crate::pairing::{PAIRING_URI_PREFIX, from_code_text, strip_prefix, to_code_text};
 
 /// First byte of a share code's payload (a pairing code starts with its version, 1 or 2).
@@ -36,6 +37,8 @@ pub const SHARE_URI_PREFIX: &str = "nexus://share/";
 pub const MAX_LABEL_BYTES: usize = 64;
 /// Document kind byte of a companion document.
 const KIND_COMPANION: u8 = 1;
+/// A companion's document after forgetting started it over (see docs/SYNC.md "Forgetting").
+const KIND_COMPANION_GENERATION: u8 = 2;
 /// Bytes before the label.
 const FIXED: usize = 2 + 1 + 16 + 16 + 4 + 32 + 32 + 1 + 16;
 
@@ -73,6 +76,9 @@ pub struct ShareCode {
     pub doc: DocId,
     /// The shared document (a companion).
     pub name: DocName,
+    /// Which generation of it (forgetting starts a document over under a new id): the number
+    /// and its 16 hex digits, none for the first.
+    pub generation: Option<(u32, String)>,
     /// The companion's name when it was shared (for people; the document has the real one).
     pub label: String,
     /// The key epoch of `key`.
@@ -100,9 +106,16 @@ impl fmt::Debug for ShareCode {
 }
 
 fn hex_bytes(hex: &str) -> [u8; 16] {
-    let mut out = [0; 16];
+    hex_bytes_n(hex)
+}
+
+fn hex_bytes_n<const N: usize>(hex: &str) -> [u8; N] {
+    let mut out = [0; N];
     for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+        *b = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
     }
     out
 }
@@ -121,12 +134,22 @@ fn cut(label: &str) -> &str {
 }
 
 impl ShareCode {
+    /// The name the shared document declares (with its generation, if any).
+    pub fn document_name(&self) -> String {
+        GenName {
+            name: self.name,
+            number: self.generation.as_ref().map_or(0, |g| g.0),
+            nonce: self.generation.as_ref().map(|g| g.1.clone()),
+        }
+        .to_string()
+    }
+
     /// The keys the code carries (one document, one epoch).
     pub fn doc_keys(&self) -> DocKeys {
         DocKeys::new(
             self.space.clone(),
             self.doc.clone(),
-            &self.name.to_string(),
+            &self.document_name(),
             self.epoch,
             self.key,
         )
@@ -149,10 +172,19 @@ impl ShareCode {
             .expect("a token is 32 bytes of base64url");
         bytes.extend_from_slice(&token);
         match self.name {
-            DocName::Companion(id) => {
-                bytes.push(KIND_COMPANION);
-                bytes.extend_from_slice(id.0.as_bytes());
-            }
+            DocName::Companion(id) => match &self.generation {
+                None => {
+                    bytes.push(KIND_COMPANION);
+                    bytes.extend_from_slice(id.0.as_bytes());
+                }
+                Some((number, nonce)) => {
+                    bytes.push(KIND_COMPANION_GENERATION);
+                    bytes.extend_from_slice(id.0.as_bytes());
+                    bytes.extend_from_slice(&number.to_be_bytes());
+                    let nonce = hex_bytes_n::<8>(nonce);
+                    bytes.extend_from_slice(&nonce);
+                }
+            },
             // Only companions are shared; anything else cannot be built by `plan_share`.
             _ => unreachable!("only companion documents are shared"),
         }
@@ -207,16 +239,26 @@ impl ShareCode {
         let epoch = u32::from_be_bytes(body[35..39].try_into().expect("4 bytes"));
         let key = array32(39);
         let token = Token::from_bytes(array32(71));
-        let name = match body[103] {
-            KIND_COMPANION => DocName::Companion(
+        let kind = body[103];
+        let name = match kind {
+            KIND_COMPANION | KIND_COMPANION_GENERATION => DocName::Companion(
                 to_hex(&array16(104))
                     .parse::<CompanionId>()
                     .map_err(|_| ShareError::Malformed("companion id"))?,
             ),
             _ => return Err(ShareError::Malformed("document kind")),
         };
-        let label_len = usize::from(body[FIXED]);
-        let rest = &body[FIXED + 1..];
+        let (generation, at) = if kind == KIND_COMPANION_GENERATION {
+            let extra = body
+                .get(FIXED..FIXED + 12)
+                .ok_or(ShareError::Malformed("generation"))?;
+            let number = u32::from_be_bytes(extra[..4].try_into().expect("4 bytes"));
+            (Some((number, to_hex(&extra[4..]))), FIXED + 12)
+        } else {
+            (None, FIXED)
+        };
+        let label_len = usize::from(*body.get(at).ok_or(ShareError::Malformed("label"))?);
+        let rest = &body[at + 1..];
         if rest.len() < label_len {
             return Err(ShareError::Malformed("label"));
         }
@@ -235,6 +277,7 @@ impl ShareCode {
             space,
             doc,
             name,
+            generation,
             label,
             epoch,
             key,
@@ -254,12 +297,29 @@ mod tests {
             space: SpaceId::from_bytes([0xab; 16]),
             doc: DocId::from_bytes([0xcd; 16]),
             name: DocName::Companion(CompanionId::new()),
+            generation: None,
             label: "Mira".into(),
             epoch: 3,
             key: [7; 32],
             token: Token::from_bytes([9; 32]),
             access: Access::Read,
         }
+    }
+
+    #[test]
+    fn codes_of_a_later_generation_round_trip() {
+        let later = ShareCode {
+            generation: Some((3, "0123456789abcdef".into())),
+            ..code()
+        };
+        let parsed = ShareCode::parse(&later.to_text()).expect("parse");
+        assert_eq!(parsed, later);
+        assert_eq!(
+            parsed.document_name(),
+            format!("{}#3-0123456789abcdef", later.name)
+        );
+        let first = code();
+        assert_eq!(first.document_name(), first.name.to_string());
     }
 
     #[test]

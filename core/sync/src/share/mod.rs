@@ -84,6 +84,9 @@ pub enum ShareStatus {
     Unshared,
     /// Ended by a key rotation (a device of the space was revoked).
     Rotated,
+    /// Ended because forgetting started the companion's document over under a new id (the
+    /// shared document was deleted on the server).
+    StartedOver,
 }
 
 /// A share of one of the owner's companions, as listed in the space document.
@@ -130,9 +133,14 @@ impl SyncClient {
                     .and_then(Field::as_i64)
                     .and_then(|e| u32::try_from(e).ok())?;
                 let ended_at = r.get("ended_at").and_then(Field::as_i64);
+                let shared_id = r.get("doc_id").and_then(Field::as_str);
+                let current_id = self.replica.current_id(&self.keys, &doc);
                 let status = match ended_at {
                     Some(_) => ShareStatus::Unshared,
                     None if share_epoch < epoch => ShareStatus::Rotated,
+                    None if shared_id.is_some_and(|id| id != current_id.as_str()) => {
+                        ShareStatus::StartedOver
+                    }
                     None => ShareStatus::Active,
                 };
                 Some(ShareInfo {
@@ -182,7 +190,9 @@ impl SyncClient {
                 "{label} is not in the synced documents yet: sync first"
             )));
         }
-        let keys = self.keys.doc_keys(&name.to_string());
+        // Forgetting may have started the document over: share its current generation.
+        let current = self.replica.current_name(&self.keys, &name);
+        let keys = self.keys.doc_keys(&current.to_string());
         let key = *keys
             .key(keys.epoch())
             .expect("doc_keys holds the current epoch");
@@ -191,6 +201,7 @@ impl SyncClient {
             space: self.keys.space().clone(),
             doc: keys.doc().clone(),
             name,
+            generation: current.nonce.clone().map(|n| (current.number, n)),
             label: label.to_owned(),
             epoch: keys.epoch(),
             key,
@@ -203,6 +214,7 @@ impl SyncClient {
     pub fn record_share(&mut self, code: &ShareCode, grant: &str) -> Result<()> {
         let mut record: Record = [
             ("doc".to_owned(), Field::Str(code.name.to_string())),
+            ("doc_id".to_owned(), Field::Str(code.doc.to_string())),
             ("companion".to_owned(), Field::Str(code.label.clone())),
             (
                 "access".to_owned(),
@@ -337,7 +349,7 @@ impl ShareClient {
     fn build(config: ShareConfig, replica: Replica, state: SessionState) -> Result<Self> {
         let damaged =
             || SyncError::Schema("the stored keys of a shared companion are damaged".into());
-        let name: DocName = config.name.parse()?;
+        let name: DocName = config.name.parse::<crate::doc::GenName>()?.name;
         let DocName::Companion(companion) = name else {
             return Err(SyncError::Schema(format!(
                 "only companions are shared, not {}",
@@ -400,7 +412,7 @@ impl ShareClient {
             server: code.server.clone(),
             space: code.space.clone(),
             doc: code.doc.clone(),
-            name: code.name.to_string(),
+            name: code.document_name(),
             label: code.label.clone(),
             access: code.access,
             token: code.token.clone(),
