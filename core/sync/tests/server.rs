@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::server::{server_entries, server_entries_by_doc, start_server};
 use common::{
     add_memory, append, companion, conversation, device_docs_holding, dump, history_strings,
 };
@@ -16,26 +17,6 @@ use nexus_sync::{PairingCode, SyncClient};
 use nexus_sync_server::{App, Limits, SqliteStorage, serve};
 
 const T: Duration = Duration::from_secs(20);
-
-/// Starts a server in a background runtime; returns its URL. It runs until the test ends.
-fn start_server(dir: &std::path::Path) -> String {
-    let storage = SqliteStorage::open(dir).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = App::new(storage, Limits::default());
-            serve(app, listener, std::future::pending()).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
-}
 
 #[test]
 fn two_data_dirs_sync_through_a_real_server() {
@@ -180,29 +161,6 @@ fn a_wrong_token_is_refused_by_the_server() {
     assert!(b.list_companions().unwrap().is_empty());
 }
 
-/// Every entry of every document of `space` in the server's database, read directly.
-fn server_entries(
-    dir: &std::path::Path,
-    space: &nexus_sync_protocol::SpaceId,
-) -> Vec<(nexus_sync_protocol::DocId, nexus_sync_protocol::Entry)> {
-    use nexus_sync_server::Storage as _;
-    let storage = SqliteStorage::open(dir).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let mut out = Vec::new();
-            for doc in storage.heads(space).await.unwrap().into_keys() {
-                let page = storage
-                    .entries(space, &doc, 0, 100_000, usize::MAX)
-                    .await
-                    .unwrap();
-                out.extend(page.entries.into_iter().map(|e| (doc.clone(), e)));
-            }
-            out
-        })
-}
-
 #[test]
 fn a_revoked_device_is_locked_out_and_the_others_carry_on() {
     let dirs = tempfile::tempdir().unwrap();
@@ -326,31 +284,6 @@ fn a_revoked_device_is_locked_out_and_the_others_carry_on() {
     let me = ca.device_id().unwrap();
     let err = nexus_sync::net::revoke_devices(&mut ca, &a, &[me], T).unwrap_err();
     assert!(err.to_string().contains("cannot revoke itself"), "{err}");
-}
-
-/// Everything the server keeps for a space, read from its database (a second handle on the
-/// file the running server uses): per document, its entries.
-fn server_entries_by_doc(
-    dir: &std::path::Path,
-    space: &nexus_sync_protocol::SpaceId,
-) -> Vec<(nexus_sync_protocol::DocId, Vec<nexus_sync_protocol::Entry>)> {
-    use nexus_sync_server::Storage as _;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let storage = SqliteStorage::open(dir).unwrap();
-    rt.block_on(async {
-        let mut out = Vec::new();
-        for doc in storage.heads(space).await.unwrap().into_keys() {
-            let page = storage
-                .entries(space, &doc, 0, 100_000, usize::MAX)
-                .await
-                .unwrap();
-            out.push((doc, page.entries));
-        }
-        out
-    })
 }
 
 /// The documents on the server whose entries, decrypted and taken together, ever held

@@ -7,55 +7,16 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use common::server::{server_entries, start_server};
 use common::{add_memory, append, companion, conversation, set_trust};
 use nexus_store::Store;
 use nexus_store_sqlite::SqliteStore;
 use nexus_sync::net::{NetError, register_space, revoke_devices, sync_once};
 use nexus_sync::share::net::{share_companion, sync_share, unshare};
 use nexus_sync::{DocName, ShareClient, ShareCode, ShareStatus, SyncClient};
-use nexus_sync_protocol::{Access, BlobKind, DocId, Entry, SpaceId, Token};
-use nexus_sync_server::{App, Limits, SqliteStorage, serve};
+use nexus_sync_protocol::{Access, BlobKind, Token};
 
 const T: Duration = Duration::from_secs(20);
-
-fn start_server(dir: &std::path::Path) -> String {
-    let storage = SqliteStorage::open(dir).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = App::new(storage, Limits::default());
-            serve(app, listener, std::future::pending()).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
-}
-
-/// Every entry of every document of `space` in the server's database, read directly.
-fn server_entries(dir: &std::path::Path, space: &SpaceId) -> Vec<(DocId, Entry)> {
-    use nexus_sync_server::Storage as _;
-    let storage = SqliteStorage::open(dir).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let mut out = Vec::new();
-            for doc in storage.heads(space).await.unwrap().into_keys() {
-                let page = storage
-                    .entries(space, &doc, 0, 100_000, usize::MAX)
-                    .await
-                    .unwrap();
-                out.extend(page.entries.into_iter().map(|e| (doc.clone(), e)));
-            }
-            out
-        })
-}
 
 /// A raw HTTP request with a bearer token: the status code.
 fn http_status(url: &str, method: &str, path: &str, token: &Token, body: &str) -> u16 {

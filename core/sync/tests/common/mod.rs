@@ -1,6 +1,8 @@
 //! Simulated devices around the in-memory relay.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
