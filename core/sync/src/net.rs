@@ -84,7 +84,7 @@ pub enum NetError {
     /// The owner of a shared companion no longer shares it (the server refuses the grant:
     /// they unshared it, or replaced their key after removing a device).
     #[error(
-        "{0} is no longer shared with you: its owner stopped sharing it (or replaced their keys). You keep what you had; `nexus companion leave-share {0}` removes the share from this device"
+        "{0} is no longer shared with you: its owner stopped sharing it (or replaced their keys, or forgot something in it, which starts it over). You keep what you had; `nexus companion leave-share {0}` removes the share from this device"
     )]
     NoLongerShared(String),
     /// Sync itself failed.

@@ -388,6 +388,13 @@ fn a_companion_shared_after_forgetting_one_of_its_memories() {
     o.store.delete_memories(&[second.id]).unwrap();
     sync_once(&mut o.client, &o.store, T).unwrap();
     assert_eq!(o.client.shares()[0].status, ShareStatus::StartedOver);
+    // The recipient is told the share ended, and keeps what it had.
+    let err = sync_share(&mut share, &r, T).unwrap_err();
+    assert!(matches!(err, NetError::NoLongerShared(_)), "{err}");
+    assert_eq!(
+        memories(&r, o.mira.id),
+        vec!["The owner has a cat named Tofu.".to_owned()]
+    );
     let (again, _) =
         share_companion(&mut o.client, &o.store, o.mira.id, "Mira", Access::Read, T).unwrap();
     let r2 = SqliteStore::open(&dirs.path().join("recipient2.db")).unwrap();

@@ -625,6 +625,14 @@ impl ShareClient {
     /// Handles one server message: entries of the shared document are decrypted and applied
     /// to the document and the store; with write access, snapshots that are due are queued.
     pub fn handle(&mut self, store: &dyn Store, message: ServerMessage) -> Result<()> {
+        if let ServerMessage::Welcome { heads, .. } = &message
+            && !heads.contains_key(&self.config.doc)
+        {
+            // The grant still names the document, but the server no longer has it: the owner
+            // forgot something and the companion's document started over under a new id (or
+            // the owner deleted it). The share has ended; what this device has stays.
+            self.end();
+        }
         let mut items = Vec::new();
         for event in self.session.receive(message) {
             match event {

@@ -151,6 +151,8 @@ pub fn sync_share(
             share.end();
             Err(NetError::NoLongerShared(share.label().to_owned()))
         }
+        // The shared document is gone from the server (see `ShareClient::handle`).
+        Ok(()) if share.ended() => Err(NetError::NoLongerShared(share.label().to_owned())),
         other => other,
     };
     share.save(store)?;
