@@ -28,6 +28,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// to the newest version.
 pub(crate) fn prepare(conn: &mut Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    // While another process creates the file or switches it to WAL, SQLite can answer "busy"
+    // at once, without waiting through the busy timeout (the busy handler is not called while
+    // the other side holds an exclusive lock or runs WAL recovery): those steps are retried
+    // for up to the same timeout.
+    let started = std::time::Instant::now();
+    loop {
+        match prepare_once(conn) {
+            Err(StoreError::Backend(e))
+                if e.contains("database is locked") && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn prepare_once(conn: &mut Connection) -> Result<()> {
     // Only reads: a file that is not ours is refused before anything is written to it.
     let version = checked_version(conn, MIGRATIONS.len())?;
 
