@@ -58,14 +58,11 @@ pub(crate) fn insert(conn: &Connection, m: &MemoryItem) -> Result<()> {
     insert_row(conn, m)
 }
 
-fn insert_row(conn: &Connection, m: &MemoryItem) -> Result<()> {
+/// Runs `sql`, an INSERT of every column but `superseded_by` (NULL) bound in table order as
+/// `?1..?12`, for `m`.
+fn write_row(conn: &Connection, sql: &str, m: &MemoryItem) -> Result<rusqlite::Result<usize>> {
     let sources = to_json(&m.source_message_ids)?;
-    conn.prepare_cached(
-        "INSERT INTO memories (id, companion_id, text, kind, subject, importance, pinned,
-             embedding, source_message_ids, created_at, updated_at, last_used_at, superseded_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)",
-    )
-    .and_then(|mut stmt| {
+    Ok(conn.prepare_cached(sql).and_then(|mut stmt| {
         stmt.execute(params![
             m.id.to_string(),
             m.companion_id.to_string(),
@@ -80,7 +77,17 @@ fn insert_row(conn: &Connection, m: &MemoryItem) -> Result<()> {
             m.updated_at.0,
             m.last_used_at.map(|t| t.0),
         ])
-    })
+    }))
+}
+
+fn insert_row(conn: &Connection, m: &MemoryItem) -> Result<()> {
+    write_row(
+        conn,
+        "INSERT INTO memories (id, companion_id, text, kind, subject, importance, pinned,
+             embedding, source_message_ids, created_at, updated_at, last_used_at, superseded_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)",
+        m,
+    )?
     .map_err(|e| or_conflict(e, |_| StoreError::id_taken("memory", m.id)))?;
     Ok(())
 }
@@ -158,31 +165,16 @@ pub(crate) fn put(conn: &Connection, memories: &[MemoryItem]) -> Result<()> {
         if owner.is_some_and(|owner| owner != m.companion_id) {
             return Err(StoreError::other_companion(m.id));
         }
-        let sources = to_json(&m.source_message_ids)?;
-        conn.prepare_cached(
+        write_row(
+            conn,
             "INSERT INTO memories (id, companion_id, text, kind, subject, importance, pinned,
                  embedding, source_message_ids, created_at, updated_at, last_used_at, superseded_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)
              ON CONFLICT (id) DO UPDATE SET text = ?3, kind = ?4, subject = ?5, importance = ?6,
                  pinned = ?7, embedding = ?8, source_message_ids = ?9, created_at = ?10,
                  updated_at = ?11, last_used_at = ?12, superseded_by = NULL",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                m.id.to_string(),
-                m.companion_id.to_string(),
-                m.text,
-                m.kind.as_str(),
-                m.subject,
-                f64::from(m.importance),
-                m.pinned,
-                embedding_bytes(&m.embedding),
-                sources,
-                m.created_at.0,
-                m.updated_at.0,
-                m.last_used_at.map(|t| t.0),
-            ])
-        })
+            m,
+        )?
         .db()?;
     }
     for m in memories {
