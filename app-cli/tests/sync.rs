@@ -9,27 +9,12 @@ use nexus_sync_server::{App, Limits, SqliteStorage, serve};
 use serde_json::Value;
 use support::{contains, files, ok, run_without_models as run};
 
+/// A server running until the test process ends; returns its URL.
 fn start_server(dir: &Path) -> String {
-    let storage = SqliteStorage::open(dir).expect("server storage");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send");
-            let app = App::new(storage, Limits::default());
-            serve(app, listener, std::future::pending())
-                .await
-                .expect("serve");
-        });
-    });
-    format!("http://{}", rx.recv().expect("server address"))
+    let (addr, stop, _handle) = start_stoppable(dir, "127.0.0.1:0".parse().expect("address"));
+    // Never sent nor dropped: the server lives as long as the test process.
+    std::mem::forget(stop);
+    format!("http://{addr}")
 }
 
 /// A server on `addr` until the returned sender fires; join the handle to wait for its end.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{server_entries, server_entries_by_doc, start_server};
+use common::server::{server_entries, server_entries_by_doc, start_server, start_stoppable};
 use common::{
     add_memory, append, companion, conversation, device_docs_holding, dump, history_strings,
 };
@@ -14,7 +14,6 @@ use nexus_store::Store;
 use nexus_store_sqlite::SqliteStore;
 use nexus_sync::net::{register_space, sync_once};
 use nexus_sync::{PairingCode, SyncClient};
-use nexus_sync_server::{App, Limits, SqliteStorage, serve};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -60,39 +59,6 @@ fn two_data_dirs_sync_through_a_real_server() {
     let report = sync_once(&mut cb, &b, T).unwrap();
     assert!(report.received > 0);
     assert_eq!(b.setting("theme").unwrap().as_deref(), Some("dark"));
-}
-
-/// Starts a server on `addr` that stops when the returned sender is dropped or sent to; the
-/// returned handle ends once it has stopped.
-fn start_stoppable(
-    dir: &std::path::Path,
-    addr: std::net::SocketAddr,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
-) {
-    let storage = SqliteStorage::open(dir).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = App::new(storage, Limits::default());
-            serve(app, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    (rx.recv().unwrap(), stop, handle)
 }
 
 #[test]

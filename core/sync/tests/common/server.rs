@@ -6,22 +6,43 @@ use nexus_sync_server::{App, Limits, SqliteStorage, serve};
 
 /// Starts a server in a background runtime; returns its URL. It runs until the test ends.
 pub fn start_server(dir: &std::path::Path) -> String {
+    let (addr, stop, _handle) = start_stoppable(dir, "127.0.0.1:0".parse().unwrap());
+    // Never sent nor dropped: the server lives as long as the test process.
+    std::mem::forget(stop);
+    format!("http://{addr}")
+}
+
+/// Starts a server on `addr` that stops when the returned sender is dropped or sent to; the
+/// returned handle ends once it has stopped.
+pub fn start_stoppable(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
     let storage = SqliteStorage::open(dir).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             let app = App::new(storage, Limits::default());
-            serve(app, listener, std::future::pending()).await.unwrap();
+            serve(app, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
         });
     });
-    format!("http://{}", rx.recv().unwrap())
+    (rx.recv().unwrap(), stop, handle)
 }
 
 /// Everything the server keeps for a space, read from its database (a second handle on the
