@@ -258,7 +258,7 @@ impl SyncClient {
     fn fresh(store: &dyn Store, config: SyncConfig) -> Result<Self> {
         let replica = Replica::new(config.actor()?);
         let mut client = Self::build(config, replica, SessionState::default())?;
-        client.publish_device(None)?;
+        client.publish_device()?;
         // A new space or a new membership: forget documents of an earlier one (companions
         // shared with this device by other people stay: they are not this space's; so does a
         // deletion of an earlier space's server copy that is still to be done).
@@ -683,7 +683,7 @@ impl SyncClient {
         if let Some(d) = self.config.device.as_mut() {
             d.grant = Some(grant);
         }
-        self.publish_device(None)
+        self.publish_device()
     }
 
     /// Renames this device (shown by `nexus device list` on every device).
@@ -697,11 +697,11 @@ impl SyncClient {
         if let Some(d) = self.config.device.as_mut() {
             d.name = name.to_owned();
         }
-        self.publish_device(None)
+        self.publish_device()
     }
 
     /// Writes this device's entry of the space document and queues it.
-    fn publish_device(&mut self, joined_at: Option<i64>) -> Result<()> {
+    fn publish_device(&mut self) -> Result<()> {
         let device = self.device()?.clone();
         let public = device.key()?.public();
         let known = self
@@ -709,7 +709,7 @@ impl SyncClient {
             .into_iter()
             .find(|d| d.this_device)
             .and_then(|d| d.joined_at);
-        let joined_at = known.or(joined_at).unwrap_or_else(now_ms);
+        let joined_at = known.unwrap_or_else(now_ms);
         let mut record: Record = [
             ("name".to_owned(), Field::Str(device.name.clone())),
             ("public_key".to_owned(), Field::Str(b64(&public))),
@@ -867,10 +867,10 @@ impl SyncClient {
             let plain = old.open(doc, BlobKind::Change, blob).ok()?;
             keys.seal(doc, BlobKind::Change, &plain).ok()
         });
-        for id in self.replica.ids() {
-            if id != self.keyring() {
-                self.session.force_snapshot(&id);
-            }
+        // The current generation of every document (retired ones are deleted on the server;
+        // the keyring is not a replica document).
+        for id in self.replica.current_ids().into_values() {
+            self.session.force_snapshot(&id);
         }
     }
 

@@ -289,7 +289,7 @@ impl Replica {
 
     /// The current generation of each document here: the highest generation, then the lowest
     /// id (every device picks the same).
-    fn current_ids(&self) -> BTreeMap<DocName, DocId> {
+    pub fn current_ids(&self) -> BTreeMap<DocName, DocId> {
         let mut best: BTreeMap<DocName, (u32, Reverse<&DocId>)> = BTreeMap::new();
         for (id, slot) in &self.docs {
             if let Some(name) = slot.name {
@@ -744,11 +744,6 @@ impl Replica {
     pub fn document(&mut self, keys: &dyn DocIds, name: &DocName) -> Option<&mut AutoCommit> {
         let id = self.current_id(keys, name);
         self.docs.get_mut(&id).map(|s| &mut s.doc)
-    }
-
-    /// Ids of the documents this device has.
-    pub fn ids(&self) -> Vec<DocId> {
-        self.docs.keys().cloned().collect()
     }
 
     /// Names of the documents this device has (those whose name is known).
